@@ -1,0 +1,233 @@
+"""The `caixa` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from caixa import log, rules
+from caixa.daemon.journal import TERMINAL, Job, Journal, State
+from caixa.daemon.outputs import error_file
+from caixa.daemon.service import Daemon
+from caixa.daemon.workarea import WorkArea
+from caixa.errors import CaixaError, JobNotFoundError
+from caixa.pipelines.registry import default_registry
+from caixa.settings import Settings
+
+app = typer.Typer(
+    help="caixa: drop a file in an inbox, get the local AI result.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+RulesOpt = Annotated[Path | None, typer.Option("--rules", "-r", help="rules file [CAIXA_RULES]")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="journal and work area [CAIXA_HOME]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _settings(rules_path: Path | None = None, home: Path | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if rules_path is not None:
+        overrides["rules"] = rules_path
+    if home is not None:
+        overrides["home"] = home
+    return Settings(**overrides)
+
+
+@app.command()
+def run(
+    rules_path: RulesOpt = None,
+    home: HomeOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="process what is there, then exit")] = False,
+) -> None:
+    """Run the daemon in the foreground."""
+    settings = _settings(rules_path, home)
+    log.configure(settings.log_format, settings.log_level)
+    ruleset = rules.load(settings.rules)
+    daemon = Daemon(settings, ruleset, default_registry())
+    before = daemon.journal.counts()
+    if once and sys.stderr.isatty():
+        with _progress_bar() as bar:
+            task = bar.add_task("processing", total=None)
+
+            def tick(d: Daemon) -> None:
+                done = _finished_since(before, d.journal.counts())
+                left = sum(d.journal.counts().get(s, 0) for s in State if s not in TERMINAL)
+                bar.update(task, completed=done, total=done + left + d.watcher.pending())
+
+            seen = daemon.run(once=True, on_tick=tick)
+    else:
+        seen = daemon.run(once=once)
+    if once:
+        after = Journal(settings.journal_path).counts()
+        gained = {s: after.get(s, 0) - before.get(s, 0) for s in TERMINAL}
+        err.print(
+            f"caixa: {gained[State.done]} done, {gained[State.duplicate]} duplicates,"
+            f" {gained[State.failed]} failed, {seen.refused} refused,"
+            f" {seen.unmatched} matched no rule, {seen.waiting} wait for an unavailable step"
+        )
+
+
+def _near(path: Path, base: Path) -> str:
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def _finished_since(before: dict[str, int], now: dict[str, int]) -> int:
+    return sum(now.get(s, 0) - before.get(s, 0) for s in TERMINAL)
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@app.command()
+def check(
+    rules_path: RulesOpt = None,
+    strict: Annotated[bool, typer.Option(help="fail when a step is unavailable")] = False,
+) -> None:
+    """Validate the rules file; say which steps are unavailable and why."""
+    settings = _settings(rules_path)
+    ruleset = rules.load(settings.rules)
+    out.print(f"{ruleset.source}: {len(ruleset.rules)} rules valid", highlight=False)
+    reasons: dict[str, str] = {}
+    for rule in ruleset.rules:
+        missing = [u.split(":", 1)[0] for u in rule.unavailable]
+        reasons.update(u.split(": ", 1) for u in rule.unavailable)
+        where = ", ".join(_near(p, ruleset.source.parent) for p in rule.inboxes)
+        steps = " -> ".join(s.name for s in rule.steps)
+        state = f"waits for: {', '.join(missing)}" if missing else "ready"
+        out.print(f"  {rule.name:<12} {where:<24} {steps:<36} {state}", highlight=False)
+    for name, reason in sorted(reasons.items()):
+        out.print(f"unavailable: {name}: {reason}", highlight=False)
+    inactive = sum(not r.active for r in ruleset.rules)
+    if strict and inactive:
+        raise typer.Exit(1)
+
+
+@app.command()
+def explain(file: Path, rules_path: RulesOpt = None) -> None:
+    """Say which rule and steps a file would get, and why the other rules would not take it."""
+    ruleset = rules.load(_settings(rules_path).rules)
+    verdict = ruleset.decide(file.absolute())
+    for reason in verdict.reasons:
+        out.print(f"  not {reason}")
+    if verdict.rule is None:
+        out.print(f"{file}: no rule takes this file; it would stay where it is")
+        raise typer.Exit(1)
+    rule = verdict.rule
+    out.print(f"{file}: rule {rule.name!r} takes it")
+    for i, step in enumerate(rule.steps, 1):
+        out.print(f"  {i}. {step.name} {json.dumps(step.params) if step.params else ''}")
+    out.print(f"  outputs under {ruleset.outputs / rule.output}; source then: {rule.on_success}")
+    if not rule.active:
+        out.print("  but it waits, because: " + "; ".join(rule.unavailable))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of rules.yaml, for editors."""
+    print(json.dumps(rules.json_schema(), indent=2))
+
+
+@app.command()
+def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Jobs by state, the running steps, and recent failures with their reasons."""
+    journal = Journal(_settings(home=home).journal_path)
+    counts = journal.counts()
+    running = journal.jobs(State.running)
+    failures = journal.jobs(State.failed, limit=10, newest_first=True)
+    refused = journal.refusals(10)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "counts": counts,
+                    "running": [_job_json(j) for j in running],
+                    "recent_failures": [_job_json(j) for j in failures],
+                    "refused": [{"path": p, "reason": r} for p, r, _ in refused],
+                },
+                indent=2,
+            )
+        )
+        return
+    out.print("jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
+    for job in running:
+        since = time.time() - job.updated_at
+        out.print(
+            f"running: {job.id} {job.rule}/{job.running_step} on {job.name!r} ({since:.0f} s)"
+        )
+    for job in failures:
+        error = job.error or {}
+        out.print(
+            f"failed: {job.id} {job.name!r} at {error.get('step')}: {error.get('message')}"
+            f"\n        now at {job.final_path}; retry: caixa retry {job.id}"
+        )
+    for path, reason, _ in refused:
+        out.print(f"refused: {path}: {reason}")
+
+
+def _job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "state": job.state,
+        "rule": job.rule,
+        "file": job.name,
+        "step": job.running_step,
+        "error": job.error,
+        "path": job.final_path,
+        "updated_at": job.updated_at,
+    }
+
+
+@app.command()
+def retry(
+    job: Annotated[str | None, typer.Argument(help="job id, or a prefix of one")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="every failed job")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Queue failed jobs again, from their first step; the daemon takes them at once."""
+    settings = _settings(home=home)
+    journal = Journal(settings.journal_path)
+    if failed:
+        jobs = journal.jobs(State.failed)
+    elif job:
+        jobs = [j for j in journal.find(job) if j.state is State.failed]
+        if not jobs:
+            raise JobNotFoundError(f"no failed job has an id starting with {job!r}")
+    else:
+        raise typer.BadParameter("name a job, or give --failed")
+    work = WorkArea(settings.work_dir)
+    for j in jobs:
+        source = Path(j.final_path or "")
+        if not j.final_path or not source.exists():
+            err.print(f"{j.id}: its file is no longer at {source}; move it back into its inbox")
+            continue
+        error_file(source).unlink(missing_ok=True)
+        work.claim(source, j.id, j.name)
+        journal.requeue(j.id)
+        out.print(f"{j.id}: {j.name!r} queued again")
+
+
+def main() -> None:
+    try:
+        app()
+    except CaixaError as exc:
+        err.print(f"caixa: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""The daemon: moves files and jobs. The work on them is in caixa.pipelines."""

@@ -1,0 +1,416 @@
+"""The journal: one SQLite database (WAL) that is the single source of truth for jobs.
+
+Every change of a job is one transaction, committed with `synchronous=FULL` before the file
+system is touched for the next phase, so a crash at any instant leaves a state that the
+daemon resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    outcome TEXT,
+    rule TEXT NOT NULL,
+    rule_version TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    inbox TEXT NOT NULL,
+    rel TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT,
+    size INTEGER,
+    media_type TEXT,
+    step INTEGER NOT NULL DEFAULT 0,
+    running_step TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    duplicate_of TEXT,
+    output_dir TEXT UNIQUE,
+    final_path TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_content ON jobs(sha256, rule, rule_version);
+CREATE TABLE IF NOT EXISTS step_runs (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    result TEXT,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS refused (
+    path TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kept (
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    PRIMARY KEY (path, size, mtime_ns)
+);
+"""
+
+
+class State(StrEnum):
+    claiming = "claiming"  # row written; the rename into the work area is not confirmed
+    claimed = "claimed"  # source in the work area; not hashed yet
+    queued = "queued"  # waiting for its next step (`step` is the first unfinished one)
+    running = "running"  # a step is running
+    publishing = "publishing"  # all steps done; outputs going to `output_dir`
+    settling = "settling"  # outcome decided; the source is being moved accordingly
+    done = "done"
+    duplicate = "duplicate"
+    failed = "failed"
+
+
+TERMINAL = (State.done, State.duplicate, State.failed)
+UNFINISHED = tuple(s for s in State if s not in TERMINAL)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: State
+    outcome: State | None
+    rule: str
+    rule_version: str
+    plan: dict[str, Any]  # the rule as it was at claim time: steps, output, on_success
+    inbox: Path
+    rel: str
+    name: str
+    sha256: str | None
+    size: int | None
+    media_type: str | None
+    step: int
+    running_step: str | None
+    attempts: int
+    not_before: float
+    error: dict[str, Any] | None
+    duplicate_of: str | None
+    output_dir: str | None
+    final_path: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return self.plan["steps"]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        d = dict(row)
+        d["state"] = State(d["state"])
+        d["outcome"] = State(d["outcome"]) if d["outcome"] else None
+        d["plan"] = json.loads(d["plan"])
+        d["inbox"] = Path(d["inbox"])
+        d["error"] = json.loads(d["error"]) if d["error"] else None
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class StepRun:
+    idx: int
+    name: str
+    started_at: float
+    finished_at: float | None
+    result: dict[str, Any] | None
+
+
+class Journal:
+    """All access to the jobs database. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*fields.values(), job_id])
+
+    # --- claiming -------------------------------------------------------------------------
+
+    def begin_claim(
+        self, *, rule: str, rule_version: str, plan: dict[str, Any], inbox: Path, rel: str
+    ) -> str:
+        job_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, state, rule, rule_version, plan, inbox, rel, name,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    State.claiming,
+                    rule,
+                    rule_version,
+                    json.dumps(plan),
+                    str(inbox),
+                    rel,
+                    rel.rsplit("/", 1)[-1],
+                    now,
+                    now,
+                ),
+            )
+        return job_id
+
+    def claimed(self, job_id: str) -> None:
+        self._update(job_id, state=State.claimed)
+
+    def forget(self, job_id: str) -> None:
+        """Drop a claim that never happened (the rename failed or the file vanished)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def admit(self, job_id: str, *, sha256: str, size: int, media_type: str) -> str | None:
+        """Record the content; return the job it duplicates (same content, same rule version)."""
+        now = time.time()
+        with self._tx() as db:
+            job = db.execute(
+                "SELECT rule, rule_version FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            twin = db.execute(
+                "SELECT id FROM jobs WHERE sha256 = ? AND rule = ? AND rule_version = ? AND id != ?"
+                " AND state != ? AND COALESCE(outcome, '') != ? ORDER BY created_at LIMIT 1",
+                (sha256, job["rule"], job["rule_version"], job_id, State.failed, State.failed),
+            ).fetchone()
+            twin_id = twin["id"] if twin else None
+            db.execute(
+                "UPDATE jobs SET sha256 = ?, size = ?, media_type = ?, state = ?, outcome = ?,"
+                " duplicate_of = ?, updated_at = ? WHERE id = ?",
+                (
+                    sha256,
+                    size,
+                    media_type,
+                    State.settling if twin_id else State.queued,
+                    State.duplicate if twin_id else None,
+                    twin_id,
+                    now,
+                    job_id,
+                ),
+            )
+        return twin_id
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def start_step(self, job_id: str, idx: int, name: str) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, running_step = ?, updated_at = ? WHERE id = ?",
+                (State.running, name, now, job_id),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO step_runs (job_id, idx, name, started_at) VALUES (?,?,?,?)",
+                (job_id, idx, name, now),
+            )
+
+    def finish_step(self, job_id: str, idx: int, result: dict[str, Any]) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE step_runs SET finished_at = ?, result = ? WHERE job_id = ? AND idx = ?",
+                (now, json.dumps(result), job_id, idx),
+            )
+            db.execute(
+                "UPDATE jobs SET state = ?, step = ?, running_step = NULL, attempts = 0,"
+                " updated_at = ? WHERE id = ?",
+                (State.queued, idx + 1, now, job_id),
+            )
+
+    def retry_later(self, job_id: str, error: dict[str, Any], delay: float) -> None:
+        job = self.get(job_id)
+        self._update(
+            job_id,
+            state=State.queued,
+            running_step=None,
+            attempts=job.attempts + 1,
+            not_before=time.time() + delay,
+            error=json.dumps(error),
+        )
+
+    def step_runs(self, job_id: str) -> list[StepRun]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM step_runs WHERE job_id = ? ORDER BY idx", (job_id,)
+            ).fetchall()
+        return [
+            StepRun(
+                r["idx"],
+                r["name"],
+                r["started_at"],
+                r["finished_at"],
+                json.loads(r["result"]) if r["result"] else None,
+            )
+            for r in rows
+        ]
+
+    # --- publishing and the end -----------------------------------------------------------
+
+    def reserve_output(self, job_id: str, candidates: Iterator[str]) -> str:
+        """Give the job the first candidate folder no other job holds; keep it across crashes."""
+        with self._tx() as db:
+            held = db.execute("SELECT output_dir FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+            if held:
+                return held
+            for candidate in candidates:
+                taken = db.execute(
+                    "SELECT 1 FROM jobs WHERE output_dir = ?", (candidate,)
+                ).fetchone()
+                if not taken:
+                    db.execute(
+                        "UPDATE jobs SET output_dir = ?, state = ?, updated_at = ? WHERE id = ?",
+                        (candidate, State.publishing, time.time(), job_id),
+                    )
+                    return candidate
+        raise RuntimeError("no output folder left to reserve")  # candidates are endless
+
+    def settle(self, job_id: str, outcome: State, error: dict[str, Any] | None = None) -> None:
+        fields: dict[str, Any] = {"state": State.settling, "outcome": outcome, "running_step": None}
+        if error is not None:
+            fields["error"] = json.dumps(error)
+        self._update(job_id, **fields)
+
+    def set_final_path(self, job_id: str, final_path: str) -> None:
+        """Where the source goes, recorded before it moves so a resumed job moves it there."""
+        self._update(job_id, final_path=final_path)
+
+    def finish(self, job_id: str) -> None:
+        job = self.get(job_id)
+        self._update(job_id, state=job.outcome, finished_at=time.time())
+
+    def requeue(self, job_id: str) -> None:
+        """Run a failed job again from its first step (`caixa retry`)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM step_runs WHERE job_id = ?", (job_id,))
+            db.execute(
+                "UPDATE jobs SET state = ?, outcome = NULL, step = 0, attempts = 0, not_before = 0,"
+                " error = NULL, output_dir = NULL, final_path = NULL, finished_at = NULL,"
+                " updated_at = ? WHERE id = ?",
+                (State.claimed, time.time(), job_id),
+            )
+
+    # --- reading --------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return Job.from_row(row)
+
+    def find(self, prefix: str) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE id LIKE ? ORDER BY created_at", (prefix + "%",)
+            ).fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def jobs(self, *states: State, limit: int = -1, newest_first: bool = False) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        order = "DESC" if newest_first else "ASC"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY updated_at {order} LIMIT ?",
+                (*states, limit),
+            ).fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def ready(self, now: float) -> list[str]:
+        """Unfinished jobs whose retry delay, if any, has passed."""
+        marks = ",".join("?" * len(UNFINISHED))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id FROM jobs WHERE state IN ({marks}) AND not_before <= ?"
+                " ORDER BY created_at",
+                (*UNFINISHED, now),
+            ).fetchall()
+        return [r["id"] for r in rows]
+
+    def next_retry_at(self) -> float | None:
+        marks = ",".join("?" * len(UNFINISHED))
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT MIN(not_before) FROM jobs WHERE state IN ({marks})", UNFINISHED
+            ).fetchone()
+        return row[0]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    # --- what the watcher remembers -------------------------------------------------------
+
+    def refuse(self, path: Path, reason: str) -> bool:
+        """Record a refused path; true the first time, so it is logged once."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO refused (path, reason, seen_at) VALUES (?, ?, ?)",
+                (str(path), reason, time.time()),
+            )
+            return cur.rowcount > 0
+
+    def refusals(self, limit: int = 20) -> list[tuple[str, str, float]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, reason, seen_at FROM refused ORDER BY seen_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [tuple(r) for r in rows]
+
+    def keep(self, path: Path, size: int, mtime_ns: int) -> None:
+        """Remember a source left in its inbox (`on_success: keep`) so it is not taken again."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO kept VALUES (?, ?, ?)", (str(path), size, mtime_ns))
+
+    def is_kept(self, path: Path, size: int, mtime_ns: int) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM kept WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (str(path), size, mtime_ns),
+            ).fetchone()
+        return row is not None

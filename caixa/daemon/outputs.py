@@ -1,0 +1,149 @@
+"""Publishing: outputs reach the outputs root whole or not at all, the manifest last, and only
+then does the source leave the work area (to processed/, failed/, its inbox, or nowhere)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from caixa.daemon.fsutil import (
+    NAME_MAX,
+    atomic_write_bytes,
+    durable_move,
+    fit,
+    free_name,
+    fsync_dir,
+    fsync_file,
+    is_inside,
+    safe_name,
+    with_suffix_number,
+)
+from caixa.pipelines.base import Artifact
+
+MANIFEST = "manifest.json"
+ERROR_SUFFIX = ".error.json"
+
+
+class PathEscapeError(ValueError):
+    """A rendered path would leave its root; never written."""
+
+
+def template_fields(
+    rule: str, inbox: Path, rel: str, media_type: str | None, when: float
+) -> dict[str, str]:
+    name = rel.rsplit("/", 1)[-1]
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    day = datetime.fromtimestamp(when, UTC)
+    return {
+        "rule": rule,
+        "stem": stem,
+        "name": name,
+        "ext": ext,
+        "inbox": inbox.name,
+        "subdir": rel.rpartition("/")[0],
+        "type": (media_type or "unknown").split("/")[0],
+        "date": day.strftime("%Y-%m-%d"),
+        "year": day.strftime("%Y"),
+        "month": day.strftime("%m"),
+        "day": day.strftime("%d"),
+    }
+
+
+def render(template: str, fields: dict[str, str]) -> str:
+    """The template filled in, each folder name made safe: no `..`, no separators smuggled in
+    by a file name, nothing absolute."""
+    parts = [
+        safe_name(part, 120) for part in template.format_map(fields).split("/") if part.strip()
+    ]
+    return "/".join(parts) or "_"
+
+
+def output_candidates(root: Path, rendered: str) -> Iterator[str]:
+    """The rendered folder, then `-2`, `-3`... skipping folders already on disk."""
+    n = 1
+    while True:
+        head, _, last = rendered.rpartition("/")
+        name = f"{last}-{n}" if n > 1 else last
+        candidate = f"{head}/{name}" if head else name
+        folder = root / candidate
+        if not is_inside(folder, root):
+            raise PathEscapeError(f"output folder {candidate!r} would leave {root}")
+        if not os.path.lexists(folder):
+            yield candidate
+        n += 1
+
+
+def publish(
+    folder: Path, root: Path, artifacts: list[Artifact], manifest: dict[str, Any]
+) -> list[str]:
+    """Move each artifact into `folder` and write the manifest last; safe to run again after a
+    crash (an artifact already moved is found in place). Returns the published names."""
+    if not is_inside(folder, root):
+        raise PathEscapeError(f"output folder {folder} would leave {root}")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = published_names(artifacts)
+    for art, name in zip(artifacts, names, strict=True):
+        target = folder / name
+        if art.path.exists():
+            fsync_file(art.path)
+            durable_move(art.path, target)
+        elif not target.exists():
+            raise FileNotFoundError(f"artifact {art.name!r} of step output is missing: {art.path}")
+    manifest = {**manifest, "outputs": names}
+    data = json.dumps(manifest, indent=2, ensure_ascii=False).encode() + b"\n"
+    atomic_write_bytes(folder / MANIFEST, data)
+    fsync_dir(folder)
+    return names
+
+
+def published_names(artifacts: list[Artifact]) -> list[str]:
+    """Safe, distinct file names for the artifacts, in order; the manifest's name is reserved."""
+    taken = {MANIFEST}
+    names = []
+    for art in artifacts:
+        base = safe_name(art.name)
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = with_suffix_number(base, n)
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def archive_target(root: Path, rule: str, rel: str) -> Path:
+    """Where a source goes in processed/ or failed/: under its rule, keeping its subfolders."""
+    parts = [safe_name(p, 120) for p in rel.split("/")[:-1]]
+    folder = root.joinpath(safe_name(rule), *parts)
+    return free_name(folder, safe_name(rel.rsplit("/", 1)[-1], NAME_MAX - len(ERROR_SUFFIX)))
+
+
+def error_file(failed_source: Path) -> Path:
+    return failed_source.with_name(
+        fit(failed_source.name, NAME_MAX - len(ERROR_SUFFIX)) + ERROR_SUFFIX
+    )
+
+
+def write_error(failed_source: Path, error: dict[str, Any]) -> Path:
+    target = error_file(failed_source)
+    atomic_write_bytes(target, json.dumps(error, indent=2, ensure_ascii=False).encode() + b"\n")
+    return target
+
+
+def move_source(src: Path, dst: Path) -> None:
+    """Move the claimed source to its last place; done already if it is no longer there."""
+    if src.exists():
+        durable_move(src, dst)
+
+
+def now_iso(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat(
+        timespec="seconds"
+    )

@@ -1,0 +1,259 @@
+"""Finds files that are ready to take. watchdog events are hints for speed; scans are the truth.
+
+A file is ready once it is complete: closed by its writer and then unchanged for a moment, or,
+when no close was seen (found by a scan, or on a network share), unchanged for the settle
+time. Temp names and dotfiles are ignored; anything but a regular file is refused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from caixa import log
+from caixa.daemon.mounts import is_network
+from caixa.settings import Settings
+
+TEMP_PATTERNS = (
+    "*.part", "*.partial", "*.crdownload", "*.download", "*.tmp", "*.temp", "*.swp", "~$*", ".*",
+)  # fmt: skip
+
+logger = log.get("caixa.watcher")
+
+
+def is_temp_name(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name.lower(), p) for p in TEMP_PATTERNS)
+
+
+def refusal(mode: int, path: Path) -> str | None:
+    """Why a path that is not a regular file is refused, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return f"a symlink (to {os.readlink(path)}); caixa takes only regular files: copy it in"
+    if stat.S_ISFIFO(mode):
+        return "a fifo; caixa takes only regular files"
+    if stat.S_ISSOCK(mode):
+        return "a socket; caixa takes only regular files"
+    return "a device or special file; caixa takes only regular files"
+
+
+@dataclass
+class Candidate:
+    key: tuple[int, int] | None = None  # (size, mtime_ns) at the last look
+    since: float = 0.0  # monotonic time the key was first seen unchanged
+    closed: bool = False  # a writer closed it after its last change
+    writing: bool = False  # an event showed a write and no close yet
+
+
+class Watcher:
+    def __init__(
+        self,
+        inboxes: dict[Path, tuple[bool, bool]],
+        settings: Settings,
+        excluded: Iterable[Path],
+        on_refuse: Callable[[Path, str], None],
+        wake: threading.Event,
+    ) -> None:
+        self.inboxes = inboxes
+        self.settings = settings
+        self.excluded = [Path(os.path.realpath(p)) for p in excluded]
+        self.on_refuse = on_refuse
+        self.wake = wake
+        self.polled: set[Path] = set()
+        self._cands: dict[Path, Candidate] = {}
+        self._settled: dict[Path, tuple[int, int]] = {}  # seen and left alone, until it changes
+        self._lock = threading.Lock()
+        self._observer = Observer()
+
+    # --- events (observer thread) ---------------------------------------------------------
+
+    def start(self) -> None:
+        handler = _Handler(self)
+        for inbox, (recursive, poll) in self.inboxes.items():
+            inbox.mkdir(parents=True, exist_ok=True)
+            if poll or is_network(inbox):
+                self.polled.add(inbox)
+                logger.info("inbox polled", inbox=str(inbox), every=self.settings.poll_interval)
+            else:
+                self._observer.schedule(handler, str(inbox), recursive=recursive)
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
+
+    def note(self, path: Path, *, closed: bool = False, writing: bool = False) -> None:
+        if not self._wanted(path):
+            return
+        with self._lock:
+            cand = self._cands.setdefault(path, Candidate())
+            cand.closed, cand.writing = closed, writing and not closed
+            if closed:  # look now, so the settle time counts from the close itself
+                try:
+                    st = os.lstat(path)
+                    cand.key, cand.since = (st.st_size, st.st_mtime_ns), time.monotonic()
+                except OSError:
+                    cand.key = None
+        self.wake.set()
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._cands.pop(path, None)
+
+    def _wanted(self, path: Path) -> bool:
+        if is_temp_name(path.name):
+            return False
+        real = Path(os.path.realpath(path.parent)) / path.name
+        if any(real.is_relative_to(root) for root in self.excluded):
+            return False
+        return self._inbox_of(path) is not None
+
+    def _inbox_of(self, path: Path) -> Path | None:
+        for inbox, (recursive, _) in self.inboxes.items():
+            if path.parent == inbox or (recursive and path.is_relative_to(inbox)):
+                return inbox
+        return None
+
+    # --- scans (main thread) --------------------------------------------------------------
+
+    def scan(self, only_polled: bool = False) -> None:
+        """Walk the inboxes and note every file not already known; the source of truth."""
+        for inbox, (recursive, _) in self.inboxes.items():
+            if only_polled and inbox not in self.polled:
+                continue
+            self._scan_dir(inbox, recursive)
+
+    def _scan_dir(self, folder: Path, recursive: bool) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            logger.warning("cannot read inbox", inbox=str(folder), error=str(exc))
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if is_temp_name(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if recursive and self._wanted_dir(path):
+                    self._scan_dir(path, recursive)
+                continue
+            reason = refusal(st.st_mode, path)
+            if reason:
+                self.on_refuse(path, reason)
+                continue
+            if self._settled.get(path) == (st.st_size, st.st_mtime_ns):
+                continue
+            with self._lock:
+                known = path in self._cands
+            if not known and self._wanted(path):
+                self.note(path)
+
+    def _wanted_dir(self, path: Path) -> bool:
+        real = Path(os.path.realpath(path))
+        return not any(real.is_relative_to(root) or root == real for root in self.excluded)
+
+    # --- readiness (main thread) ----------------------------------------------------------
+
+    def due(self, now: float | None = None) -> list[Path]:
+        """Files complete enough to take, oldest first; they leave the candidate list."""
+        now = time.monotonic() if now is None else now
+        ready: list[Path] = []
+        with self._lock:
+            items = list(self._cands.items())
+        for path, cand in items:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                self.forget(path)
+                continue
+            except OSError:
+                continue
+            reason = refusal(st.st_mode, path)
+            if reason:
+                self.forget(path)
+                self.on_refuse(path, reason)
+                continue
+            key = (st.st_size, st.st_mtime_ns)
+            with self._lock:
+                if cand.key != key:
+                    cand.key, cand.since = key, now
+                    continue
+                if now - cand.since >= self._quiet_needed(cand):
+                    ready.append(path)
+                    self._cands.pop(path, None)
+        return ready
+
+    def _quiet_needed(self, cand: Candidate) -> float:
+        if cand.closed:
+            return self.settings.closed_settle_seconds
+        if cand.writing:
+            return self.settings.open_wait_seconds
+        return self.settings.settle_seconds
+
+    def next_due(self) -> float | None:
+        """The monotonic time of the next readiness check worth making."""
+        with self._lock:
+            times = [
+                c.since + self._quiet_needed(c) if c.key else 0.0 for c in self._cands.values()
+            ]
+        return min(times, default=None)
+
+    def settle(self, path: Path) -> None:
+        """Leave this file alone until it changes (no rule takes it, or it waits for a step)."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        self._settled[path] = (st.st_size, st.st_mtime_ns)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._cands)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self.w = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        src = Path(os.fsdecode(event.src_path))
+        if isinstance(event, FileClosedEvent):
+            self.w.note(src, closed=True)
+        elif isinstance(event, FileModifiedEvent):
+            self.w.note(src, writing=True)
+        elif isinstance(event, FileCreatedEvent):
+            self.w.note(src)
+        elif isinstance(event, FileMovedEvent):
+            self.w.forget(src)
+            self.w.note(Path(os.fsdecode(event.dest_path)), closed=True)  # a rename is complete
+        elif isinstance(event, FileDeletedEvent):
+            self.w.forget(src)
+        elif isinstance(event, DirCreatedEvent | DirMovedEvent):
+            folder = Path(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
+            inbox = self.w._inbox_of(folder / "_")
+            if inbox is not None:
+                self.w._scan_dir(folder, recursive=True)

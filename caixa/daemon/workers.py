@@ -1,0 +1,284 @@
+"""What happens to one job, one phase at a time: admit, each step, publish, settle.
+
+Each phase reads the job from the journal and records its result there before the next phase
+starts, so after a crash the job resumes at its first unfinished phase. Phases run on the
+scheduler's lanes; this module knows nothing about threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from structlog.contextvars import bound_contextvars
+
+from caixa import __version__, filetypes, log
+from caixa.daemon import outputs
+from caixa.daemon.fsutil import free_name
+from caixa.daemon.journal import Job, Journal, State
+from caixa.daemon.workarea import WorkArea
+from caixa.errors import InputError, StepError, is_transient
+from caixa.pipelines.base import Artifact, Resource, StepInput
+from caixa.pipelines.metadata import sha256_of
+from caixa.pipelines.registry import StepRegistry, StepUnavailableError
+
+logger = log.get("caixa.job")
+
+
+@dataclass(frozen=True)
+class Places:
+    """The roots a job's results go to, from the rules file."""
+
+    outputs: Path
+    processed: Path
+    failed: Path
+
+
+class JobRunner:
+    def __init__(
+        self,
+        journal: Journal,
+        work: WorkArea,
+        places: Places,
+        registry: StepRegistry,
+        max_attempts: int,
+        retry_backoff: float,
+    ) -> None:
+        self.journal = journal
+        self.work = work
+        self.places = places
+        self.registry = registry
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
+
+    def lane_of(self, job: Job) -> Resource:
+        """The resource the job's next phase needs; only steps may need the accelerator."""
+        if job.state in (State.queued, State.running) and job.step < len(job.steps):
+            found = self.registry.availability(job.steps[job.step]["name"])
+            if found.step is not None:
+                return found.step.resource
+        return Resource.cpu
+
+    def advance(self, job_id: str) -> bool:
+        """Run the job's next phase; true when another phase can follow at once."""
+        job = self.journal.get(job_id)
+        with bound_contextvars(job=job.id, rule=job.rule):
+            match job.state:
+                case State.claimed:
+                    self._admit(job)
+                case State.queued | State.running if job.step < len(job.steps):
+                    return self._run_step(job)
+                case State.queued | State.running | State.publishing:
+                    self._publish(job)
+                case State.settling:
+                    self._settle(job)
+                    return False
+                case _:
+                    return False
+        return True
+
+    # --- phases ---------------------------------------------------------------------------
+
+    def _admit(self, job: Job) -> None:
+        source = self.work.source(job.id, job.name)
+        try:
+            size = source.stat().st_size
+            if size == 0:
+                raise InputError("the file is empty (0 bytes); nothing to process")
+            sha = sha256_of(source)
+            media_type = filetypes.sniff(source)
+        except (OSError, StepError) as exc:
+            self._fail(job, "claim", exc)
+            return
+        twin = self.journal.admit(job.id, sha256=sha, size=size, media_type=media_type)
+        if twin:
+            logger.info("duplicate", duplicate_of=twin, sha256=sha)
+        else:
+            logger.info("queued", size=size, media_type=media_type, steps=len(job.steps))
+
+    def _run_step(self, job: Job) -> bool:
+        idx, spec = job.step, job.steps[job.step]
+        name = spec["name"]
+        with bound_contextvars(step=name):
+            try:
+                step_cls = self.registry.get(name)
+                params = step_cls.Params.model_validate(spec["params"])
+                job_input = StepInput(
+                    job_id=job.id,
+                    source=self.work.source(job.id, job.name),
+                    source_name=job.name,
+                    media_type=job.media_type or "application/octet-stream",
+                    artifacts=tuple(self._artifacts(job.id)),
+                    workdir=self.work.fresh_step_dir(job.id, idx),
+                )
+                self.journal.start_step(job.id, idx, name)
+                started = time.monotonic()
+                result = step_cls().run(job_input, params)
+                seconds = time.monotonic() - started
+            except Exception as exc:
+                return self._step_failed(job, name, exc)
+            self.journal.finish_step(
+                job.id,
+                idx,
+                {
+                    "artifacts": [a.to_json() for a in result.artifacts],
+                    "data": result.data,
+                    "models": result.models,
+                    "params": spec["params"],
+                    "resource": step_cls.resource,
+                    "seconds": round(seconds, 6),
+                },
+            )
+            logger.info("step done", seconds=round(seconds, 3), outputs=len(result.artifacts))
+        return True
+
+    def _step_failed(self, job: Job, name: str, exc: Exception) -> bool:
+        if is_transient(exc) and job.attempts + 1 < self.max_attempts:
+            delay = self.retry_backoff * 2**job.attempts
+            self.journal.retry_later(job.id, self._error(job, name, exc), delay)
+            logger.warning(
+                "step will be retried", error=str(exc), attempt=job.attempts + 1, delay=delay
+            )
+            return False
+        self._fail(job, name, exc)
+        return True
+
+    def _publish(self, job: Job) -> None:
+        root = self.places.outputs
+        plan = job.plan
+        fields = outputs.template_fields(
+            job.rule, job.inbox, job.rel, job.media_type, job.created_at
+        )
+        try:
+            rendered = outputs.render(plan["output"], fields)
+            folder = self.journal.reserve_output(job.id, outputs.output_candidates(root, rendered))
+            runs = self.journal.step_runs(job.id)
+            artifacts = [a for a in self._artifacts(job.id) if a.publish]
+            names = outputs.publish(root / folder, root, artifacts, self._manifest(job, runs))
+        except (OSError, ValueError, KeyError) as exc:
+            if is_transient(exc) and job.attempts + 1 < self.max_attempts:
+                self.journal.retry_later(
+                    job.id, self._error(job, "publish", exc), self.retry_backoff
+                )
+                return
+            self._fail(job, "publish", exc)
+            return
+        self.journal.settle(job.id, State.done)
+        logger.info("published", folder=folder, outputs=names)
+
+    def _settle(self, job: Job) -> None:
+        """Move the source to its last place. Its destination is recorded before it moves, so a
+        crash in between resumes the same move."""
+        source = self.work.source(job.id, job.name)
+        final = Path(job.final_path) if job.final_path else self._destination(job, source)
+        if final is not None and not job.final_path:
+            self.journal.set_final_path(job.id, str(final))
+        if job.outcome is State.failed and final is not None:
+            outputs.write_error(final, job.error or {})
+        if final is None:
+            source.unlink(missing_ok=True)
+        else:
+            outputs.move_source(source, final)
+        self.journal.finish(job.id)
+        self.work.remove(job.id)
+        logger.info(
+            "finished", outcome=str(job.outcome), source_now=str(final) if final else "deleted"
+        )
+
+    def _destination(self, job: Job, source: Path) -> Path | None:
+        if job.outcome is State.failed:
+            return outputs.archive_target(self.places.failed, job.rule, job.rel)
+        on_success = job.plan["on_success"]
+        if on_success == "delete":
+            return None
+        if on_success == "keep":
+            home = free_name((job.inbox / job.rel).parent, job.name)
+            if source.exists():  # remember it first, or the watcher would take it again
+                st = source.stat()
+                self.journal.keep(home, st.st_size, st.st_mtime_ns)
+            return home
+        return outputs.archive_target(self.places.processed, job.rule, job.rel)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _fail(self, job: Job, where: str, exc: BaseException) -> None:
+        error = self._error(job, where, exc)
+        self.journal.settle(job.id, State.failed, error)
+        logger.error("job failed", step=where, error=error["message"], kind=error["error"])
+
+    def _error(self, job: Job, where: str, exc: BaseException) -> dict[str, Any]:
+        expected = isinstance(exc, StepError | StepUnavailableError | OSError)
+        return {
+            "job": job.id,
+            "file": job.name,
+            "inbox": str(job.inbox),
+            "rule": job.rule,
+            "step": where,
+            "error": type(exc).__name__,
+            "message": describe(exc),
+            "when": outputs.now_iso(),
+            "attempts": job.attempts + 1,
+            "retry": (
+                f"Fix the cause, then move the file back into {(job.inbox / job.rel).parent}"
+                f" or run: caixa retry {job.id}"
+            ),
+            **({} if expected else {"traceback": traceback.format_exception(exc)[-3:]}),
+        }
+
+    def _artifacts(self, job_id: str) -> list[Artifact]:
+        return [
+            Artifact.from_json(a)
+            for run in self.journal.step_runs(job_id)
+            if run.result
+            for a in run.result["artifacts"]
+        ]
+
+    def _manifest(self, job: Job, runs: list[Any]) -> dict[str, Any]:
+        steps = [
+            {
+                "name": run.name,
+                "params": run.result["params"],
+                "resource": run.result["resource"],
+                "started_at": outputs.now_iso(run.started_at),
+                "seconds": run.result["seconds"],
+                "models": run.result["models"],
+                "data": run.result["data"],
+                "artifacts": [a["name"] for a in run.result["artifacts"]],
+            }
+            for run in runs
+            if run.result
+        ]
+        now = time.time()
+        return {
+            "caixa": __version__,
+            "job": job.id,
+            "source": {
+                "name": job.name,
+                "inbox": str(job.inbox),
+                "path": job.rel,
+                "sha256": job.sha256,
+                "size": job.size,
+                "media_type": job.media_type,
+            },
+            "rule": {"name": job.rule, "version": job.rule_version},
+            "steps": steps,
+            "models": sorted({m for s in steps for m in s["models"]}),
+            "timings": {
+                "claimed_at": outputs.now_iso(job.created_at),
+                "published_at": outputs.now_iso(now),
+                "seconds": round(now - job.created_at, 3),
+            },
+        }
+
+
+def describe(exc: BaseException) -> str:
+    """A sentence a user can act on, not a repr."""
+    if isinstance(exc, PermissionError):
+        return f"cannot read the file: permission denied ({exc.filename or ''})".replace(" ()", "")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "the disk is full; free some space, then retry"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,61 @@
+"""Typed errors, each mapped to the exit code a user or systemd sees (as OCRmyPDF does)."""
+
+from __future__ import annotations
+
+import errno
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    ok = 0
+    usage = 2  # typer's own code for a bad command line
+    rules_invalid = 3
+    home_locked = 4
+    not_found = 5
+
+
+class CaixaError(Exception):
+    """Base of every error caixa reports to a user by itself."""
+
+    exit_code: ExitCode = ExitCode.usage
+
+
+class RulesError(CaixaError):
+    """rules.yaml cannot be used; the message names file, line and key."""
+
+    exit_code = ExitCode.rules_invalid
+
+
+class HomeLockedError(CaixaError):
+    """Another daemon already runs on this home: two would claim the same files."""
+
+    exit_code = ExitCode.home_locked
+
+
+class JobNotFoundError(CaixaError):
+    exit_code = ExitCode.not_found
+
+
+class StepError(Exception):
+    """A step cannot do its work on this input; retrying will not help."""
+
+
+class InputError(StepError):
+    """The input itself is bad: empty, unreadable, not the type a step needs, too large."""
+
+
+class TransientError(Exception):
+    """A step failed for a reason that may pass (busy device, full disk, timeout)."""
+
+
+# OS errors that say "try again later" rather than "this input is bad".
+TRANSIENT_ERRNOS = frozenset(
+    {errno.EBUSY, errno.ENOSPC, errno.EAGAIN, errno.ETIMEDOUT, errno.EINTR, errno.EDQUOT}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure deserves a retry with backoff instead of failing the job."""
+    if isinstance(exc, TransientError | TimeoutError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS

@@ -1,0 +1,33 @@
+"""File type from content (libmagic), not from the extension a user or a scanner chose."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import magic
+
+SNIFF_BYTES = 8192
+
+
+def sniff(path: Path) -> str:
+    """The media type of a file, e.g. `application/pdf`, `image/png`, `text/plain`."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if not head:
+        return "inode/x-empty"
+    return magic.from_buffer(head, mime=True)
+
+
+def matches(media_type: str, patterns: list[str]) -> bool:
+    """Whether a media type fits any pattern such as `image/*` or `application/pdf`."""
+    return any(fnmatch.fnmatchcase(media_type, p) for p in patterns)
+
+
+def is_text(media_type: str) -> bool:
+    return media_type.startswith("text/") or media_type in {
+        "application/json",
+        "application/xml",
+        "application/x-yaml",
+        "application/csv",
+    }

@@ -1,0 +1,1 @@
+"""Steps: the work done on a file. Nothing here imports from caixa.daemon."""

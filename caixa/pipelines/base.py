@@ -1,0 +1,109 @@
+"""The step contract: plain data and paths in, new artifacts out.
+
+A step never touches an inbox or the outputs folder: it reads the claimed source and earlier
+artifacts, writes only inside its own empty `workdir`, and returns what it made. The daemon
+publishes. Inputs are plain, picklable data so that a later scheduler can run steps in worker
+processes; a step holds no global state.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Resource(StrEnum):
+    """What a step occupies: a CPU slot, or the single accelerator lane that owns the GPU."""
+
+    cpu = "cpu"
+    accelerator = "accelerator"
+
+
+class NoParams(BaseModel):
+    """Parameters of a step that takes none; unknown keys are refused like everywhere else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a step needs installed; `check` reports what is missing instead of failing later."""
+
+    modules: tuple[str, ...] = ()
+    executables: tuple[str, ...] = ()
+    extra: str | None = None
+
+    def missing(self) -> list[str]:
+        gaps = [f"python package {m!r}" for m in self.modules if not _importable(m)]
+        gaps += [f"program {e!r}" for e in self.executables if shutil.which(e) is None]
+        if gaps and self.extra:
+            gaps.append(f"install with: pip install 'caixa[{self.extra}]'")
+        return gaps
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a step made. `name` is its file name in the job's output folder."""
+
+    name: str
+    path: Path
+    media_type: str = "application/octet-stream"
+    publish: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "media_type": self.media_type,
+            "publish": self.publish,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Artifact:
+        return cls(data["name"], Path(data["path"]), data["media_type"], data["publish"])
+
+
+@dataclass(frozen=True)
+class StepInput:
+    job_id: str
+    source: Path  # the claimed file, read only
+    source_name: str  # the name it had in the inbox
+    media_type: str  # sniffed from content
+    artifacts: tuple[Artifact, ...]  # made by the earlier steps of this job
+    workdir: Path  # empty; the only place the step writes
+
+    @property
+    def stem(self) -> str:
+        return Path(self.source_name).stem or self.source_name
+
+
+@dataclass
+class StepResult:
+    artifacts: list[Artifact] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)  # JSON facts for the manifest
+    models: list[str] = field(default_factory=list)  # models used, for the manifest
+
+
+@runtime_checkable
+class Step(Protocol):
+    """A kind of work. Registered under the `caixa.steps` entry point group."""
+
+    name: ClassVar[str]
+    resource: ClassVar[Resource]
+    Params: ClassVar[type[BaseModel]]
+    requires: ClassVar[Requirements]
+
+    def run(self, job: StepInput, params: Any) -> StepResult: ...

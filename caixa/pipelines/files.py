@@ -1,0 +1,97 @@
+"""Steps that need no model: a copy of the source, and its text as clean UTF-8."""
+
+from __future__ import annotations
+
+import codecs
+import shutil
+from typing import ClassVar, Literal
+
+import charset_normalizer
+from pydantic import BaseModel, ConfigDict
+
+from caixa.errors import InputError
+from caixa.filetypes import is_text
+from caixa.pipelines.base import (
+    Artifact,
+    NoParams,
+    Requirements,
+    Resource,
+    StepInput,
+    StepResult,
+)
+
+
+class CopyStep:
+    """The source itself, published unchanged (the simplest useful rule: sort files by type)."""
+
+    name: ClassVar[str] = "copy"
+    resource: ClassVar[Resource] = Resource.cpu
+    Params: ClassVar[type[BaseModel]] = NoParams
+    requires: ClassVar[Requirements] = Requirements()
+
+    def run(self, job: StepInput, params: NoParams) -> StepResult:
+        target = job.workdir / "source"
+        shutil.copyfile(job.source, target)
+        return StepResult([Artifact(job.source_name, target, job.media_type)])
+
+
+class TextParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    encoding: str = "auto"  # or a codec name, when detection guesses wrong
+    newline: Literal["lf", "crlf"] = "lf"
+
+
+class TextStep:
+    """Text in any common encoding (UTF-8/16, Latin-1, cp1252, ...) written as clean UTF-8."""
+
+    name: ClassVar[str] = "text"
+    resource: ClassVar[Resource] = Resource.cpu
+    Params: ClassVar[type[BaseModel]] = TextParams
+    requires: ClassVar[Requirements] = Requirements()
+
+    def run(self, job: StepInput, params: TextParams) -> StepResult:
+        raw = job.source.read_bytes()
+        text, encoding, replaced = decode(raw, params.encoding, job.media_type)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if params.newline == "crlf":
+            text = text.replace("\n", "\r\n")
+        target = job.workdir / "text.txt"
+        target.write_text(text, encoding="utf-8", newline="")
+        return StepResult(
+            [Artifact(f"{job.stem}.txt", target, "text/plain; charset=utf-8")],
+            data={"encoding": encoding, "characters": len(text), "replaced_bytes": replaced},
+        )
+
+
+# Legacy encodings that Portuguese and English text arrives in, tried before all others:
+# short texts otherwise get exotic guesses (a cp1252 "ação" read as Urdu cp1006).
+WESTERN = ["cp1252", "iso8859_15", "latin_1", "cp850", "mac_roman"]
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+
+
+def decode(raw: bytes, encoding: str, media_type: str) -> tuple[str, str, int]:
+    """Text, the encoding it was read with, and how many undecodable bytes became U+FFFD."""
+    if encoding == "auto":
+        encoding = next((name for bom, name in BOMS if raw.startswith(bom)), "auto")
+    if encoding != "auto":
+        try:
+            return raw.decode(encoding), encoding, 0
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the text as {encoding}: {exc}") from exc
+    utf8 = raw.decode("utf-8", errors="replace")
+    broken = utf8.count("\ufffd")
+    if not broken:
+        return utf8, "utf-8", 0
+    if sum(ord(c) > 127 for c in utf8) > 2 * broken:
+        # UTF-8 with a few damaged bytes: keep the text, mark the damage, say how much.
+        return utf8, "utf-8", broken
+    for isolation in (WESTERN, None):
+        best = charset_normalizer.from_bytes(raw, cp_isolation=isolation).best()
+        if best is not None and best.percent_chaos <= 0.2 and (is_text(media_type) or isolation):
+            return str(best), best.encoding, 0
+    if not is_text(media_type):
+        raise InputError(f"not a text file: its content is {media_type}")
+    return utf8, "utf-8", broken

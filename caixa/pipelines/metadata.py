@@ -1,0 +1,74 @@
+"""Facts about a file read from its content: type, size, hash, image size, PDF pages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from caixa.pipelines.base import (
+    Artifact,
+    NoParams,
+    Requirements,
+    Resource,
+    StepInput,
+    StepResult,
+)
+
+
+class MetadataStep:
+    name: ClassVar[str] = "metadata"
+    resource: ClassVar[Resource] = Resource.cpu
+    Params: ClassVar[type[BaseModel]] = NoParams
+    requires: ClassVar[Requirements] = Requirements()
+
+    def run(self, job: StepInput, params: NoParams) -> StepResult:
+        facts: dict[str, Any] = {
+            "name": job.source_name,
+            "media_type": job.media_type,
+            "size": job.source.stat().st_size,
+            "sha256": sha256_of(job.source),
+        }
+        if job.media_type.startswith("image/"):
+            facts.update(image_facts(job.source))
+        elif job.media_type == "application/pdf":
+            facts.update(pdf_facts(job.source))
+        target = job.workdir / "metadata.json"
+        target.write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return StepResult(
+            [Artifact(f"{job.stem}.metadata.json", target, "application/json")], data=facts
+        )
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def image_facts(path: Path) -> dict[str, Any]:
+    """Dimensions from the header only: a decompression bomb is never decoded here."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return {
+                "width": img.width,
+                "height": img.height,
+                "mode": img.mode,
+                "frames": getattr(img, "n_frames", 1),
+            }
+    except (UnidentifiedImageError, OSError) as exc:
+        return {"image_error": f"cannot read the image header: {exc}"}
+
+
+def pdf_facts(path: Path) -> dict[str, Any]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        return {"pages": len(PdfReader(path).pages)}
+    except (PdfReadError, OSError, ValueError) as exc:
+        return {"pdf_error": f"cannot read the PDF: {exc}"}
