@@ -16,6 +16,7 @@ from caixa import log, rules
 from caixa.daemon.journal import TERMINAL, Job, Journal, State
 from caixa.daemon.outputs import error_file
 from caixa.daemon.service import Daemon
+from caixa.daemon.watcher import TEMP_PATTERNS, is_temp_name
 from caixa.daemon.workarea import WorkArea
 from caixa.errors import CaixaError, JobNotFoundError
 from caixa.pipelines.registry import default_registry
@@ -125,6 +126,9 @@ def check(
 def explain(file: Path, rules_path: RulesOpt = None) -> None:
     """Say which rule and steps a file would get, and why the other rules would not take it."""
     ruleset = rules.load(_settings(rules_path).rules)
+    if is_temp_name(file.name):
+        out.print(f"{file}: caixa ignores hidden and temporary names ({', '.join(TEMP_PATTERNS)})")
+        raise typer.Exit(1)
     verdict = ruleset.decide(file.absolute())
     for reason in verdict.reasons:
         out.print(f"  not {reason}")

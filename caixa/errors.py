@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     rules_invalid = 3
     home_locked = 4
     not_found = 5
+    home_unusable = 6
 
 
 class CaixaError(Exception):
@@ -30,6 +31,12 @@ class HomeLockedError(CaixaError):
     """Another daemon already runs on this home: two would claim the same files."""
 
     exit_code = ExitCode.home_locked
+
+
+class HomeUnusableError(CaixaError):
+    """The home (journal, work area) cannot be created, opened or written."""
+
+    exit_code = ExitCode.home_unusable
 
 
 class JobNotFoundError(CaixaError):

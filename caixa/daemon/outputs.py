@@ -88,6 +88,8 @@ def publish(
     if not is_inside(folder, root):
         raise PathEscapeError(f"output folder {folder} would leave {root}")
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".caixa-tmp-*"):  # left by a crash mid-write; the folder is ours
+        stale.unlink()
     names = published_names(artifacts)
     for art, name in zip(artifacts, names, strict=True):
         target = folder / name
@@ -119,10 +121,10 @@ def published_names(artifacts: list[Artifact]) -> list[str]:
 
 
 def archive_target(root: Path, rule: str, rel: str) -> Path:
-    """Where a source goes in processed/ or failed/: under its rule, keeping its subfolders."""
-    parts = [safe_name(p, 120) for p in rel.split("/")[:-1]]
-    folder = root.joinpath(safe_name(rule), *parts)
-    return free_name(folder, safe_name(rel.rsplit("/", 1)[-1], NAME_MAX - len(ERROR_SUFFIX)))
+    """Where a source goes in processed/ or failed/: under its rule, with its own name and
+    subfolders (real directory entries, so they cannot hold a separator or be `..`)."""
+    folder, _, name = (root / rule / rel).as_posix().rpartition("/")
+    return free_name(Path(folder), name)
 
 
 def error_file(failed_source: Path) -> Path:

@@ -67,6 +67,7 @@ class TextStep:
 # Legacy encodings that Portuguese and English text arrives in, tried before all others:
 # short texts otherwise get exotic guesses (a cp1252 "ação" read as Urdu cp1006).
 WESTERN = ["cp1252", "iso8859_15", "latin_1", "cp850", "mac_roman"]
+MAX_CHAOS_PERCENT = 20.0  # charset_normalizer's "mess" above which a guess is not text
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
         (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
@@ -90,7 +91,11 @@ def decode(raw: bytes, encoding: str, media_type: str) -> tuple[str, str, int]:
         return utf8, "utf-8", broken
     for isolation in (WESTERN, None):
         best = charset_normalizer.from_bytes(raw, cp_isolation=isolation).best()
-        if best is not None and best.percent_chaos <= 0.2 and (is_text(media_type) or isolation):
+        if (
+            best is not None
+            and best.percent_chaos <= MAX_CHAOS_PERCENT
+            and (is_text(media_type) or isolation)
+        ):
             return str(best), best.encoding, 0
     if not is_text(media_type):
         raise InputError(f"not a text file: its content is {media_type}")

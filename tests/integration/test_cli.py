@@ -1,0 +1,91 @@
+"""What a user sees from `caixa check`, `explain`, `schema` and `run` on good and bad rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import World
+
+REPO = Path(__file__).resolve().parents[2]
+
+BAD_KEY = """\
+rules:
+  - name: notes
+    inbox: in
+    mach:
+      glob: "*.txt"
+    steps: [text]
+"""
+
+
+def test_an_invalid_rules_file_is_refused_by_check_and_run_with_file_line_and_key(
+    world: World,
+) -> None:
+    rules = world.write_rules(BAD_KEY)
+    checked = world.caixa("check", "--rules", str(rules))
+    assert checked.returncode == 3
+    assert f"{rules}:4: rules[0].mach: unknown key 'mach'" in checked.stderr
+    assert "allowed: name, inbox, match, steps, output, on_success" in checked.stderr
+    ran = world.caixa("run", "--once", "--rules", str(rules), "--home", str(world.home))
+    assert ran.returncode == 3
+    assert f"{rules}:4: rules[0].mach: unknown key 'mach'" in ran.stderr
+    assert not (world.home / "journal.sqlite3").exists()
+
+
+def test_check_accepts_the_repo_example_and_names_the_steps_not_built_yet(world: World) -> None:
+    checked = world.caixa("check", "--rules", str(REPO / "rules.yaml"))
+    assert checked.returncode == 0, checked.stderr
+    assert "6 rules valid" in checked.stdout
+    assert "unavailable: ocr: no step named 'ocr' is installed" in checked.stdout
+    assert "notes" in checked.stdout and "ready" in checked.stdout
+    strict = world.caixa("check", "--strict", "--rules", str(REPO / "rules.yaml"))
+    assert strict.returncode == 1
+
+
+def test_explain_says_which_rule_takes_a_file_and_why_others_do_not(world: World) -> None:
+    world.write_rules(
+        """
+rules:
+  - name: pdfs
+    inbox: in
+    match: {type: [application/pdf]}
+    steps: [copy]
+  - name: texts
+    inbox: in
+    match: {glob: "*.TXT"}
+    steps: [text, metadata]
+"""
+    )
+    note = world.inbox() / "Note.txt"
+    note.write_text("hello\n")
+    said = world.caixa("explain", str(note), "--rules", str(world.rules))
+    assert said.returncode == 0
+    assert "not pdfs: content is text/plain, not ['application/pdf']" in said.stdout
+    assert "rule 'texts' takes it" in said.stdout and "1. text" in said.stdout
+    stray = world.root / "elsewhere.txt"
+    stray.write_text("x\n")
+    said = world.caixa("explain", str(stray), "--rules", str(world.rules))
+    assert said.returncode == 1 and "no rule takes this file" in said.stdout
+
+
+def test_schema_describes_rules_and_every_installed_step(world: World) -> None:
+    printed = world.caixa("schema")
+    schema = json.loads(printed.stdout)
+    assert schema["additionalProperties"] is False
+    steps = schema["$defs"]["Rule"]["properties"]["steps"]["items"]["anyOf"]
+    assert {"const": "copy"} in steps and {"const": "sleepy"} in steps
+    text = next(s for s in steps if "text" in s.get("properties", {}))
+    assert "newline" in json.dumps(text)
+
+
+def test_run_once_prints_a_summary(world: World) -> None:
+    world.write_rules("rules: [{name: r, inbox: in, steps: [copy]}]\n")
+    (world.inbox() / "a.txt").write_text("a\n")
+    (world.inbox() / "b.txt").write_bytes(b"")
+    (world.inbox() / "c.txt").write_text("a\n")
+    done = world.run_once()
+    assert "1 done, 1 duplicates, 1 failed" in done.stderr
+    status = world.caixa("status", "--home", str(world.home))
+    assert "1 done" in status.stdout and "1 failed" in status.stdout
+    assert "b.txt" in status.stdout and "empty" in status.stdout and "caixa retry" in status.stdout

@@ -1,0 +1,101 @@
+"""When a file counts as complete, and what the watcher never takes."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from caixa.daemon.watcher import Watcher, is_temp_name
+from caixa.settings import Settings
+
+
+@pytest.mark.parametrize(
+    "name",
+    [".hidden", "..two", "a.part", "b.PARTIAL", "c.crdownload", "d.tmp", "~$doc.docx", "x.swp"],
+)
+def test_temp_and_hidden_names_are_ignored(name: str) -> None:
+    assert is_temp_name(name)
+
+
+@pytest.mark.parametrize("name", ["report.pdf", "part.txt", "tmp", "a~b.txt"])
+def test_ordinary_names_are_not(name: str) -> None:
+    assert not is_temp_name(name)
+
+
+@pytest.fixture
+def watcher(tmp_path: Path) -> tuple[Watcher, list[tuple[Path, str]]]:
+    refused: list[tuple[Path, str]] = []
+    settings = Settings(
+        home=tmp_path / "home", settle_seconds=1.0, closed_settle_seconds=0.05, open_wait_seconds=5
+    )
+    inbox = tmp_path / "in"
+    (inbox / "sub").mkdir(parents=True)
+    w = Watcher(
+        {inbox: (False, False)},
+        settings,
+        excluded=[tmp_path / "home"],
+        on_refuse=lambda p, r: refused.append((p, r)),
+        wake=threading.Event(),
+    )
+    return w, refused
+
+
+def test_a_file_seen_by_a_scan_waits_for_the_settle_time(watcher, tmp_path: Path) -> None:
+    w, _ = watcher
+    path = tmp_path / "in" / "a.txt"
+    path.write_text("a")
+    (tmp_path / "in" / "sub" / "nested.txt").write_text("not recursive")
+    w.scan()
+    assert w.due(100.0) == []  # first look
+    assert w.due(100.5) == []
+    assert w.due(101.0) == [path]
+    assert w.pending() == 0
+
+
+def test_a_change_restarts_the_wait(watcher, tmp_path: Path) -> None:
+    w, _ = watcher
+    path = tmp_path / "in" / "a.txt"
+    path.write_text("a")
+    w.scan()
+    w.due(100.0)
+    path.write_text("ab")
+    assert w.due(100.9) == []
+    assert w.due(101.5) == []
+    assert w.due(101.9) == [path]
+
+
+def test_closed_files_are_taken_quickly_open_ones_wait(watcher, tmp_path: Path) -> None:
+    w, _ = watcher
+    closed, writing = tmp_path / "in" / "c.txt", tmp_path / "in" / "w.txt"
+    closed.write_text("c")
+    writing.write_text("w")
+    w.note(closed, closed=True)
+    w.note(writing, writing=True)
+    now = time.monotonic()
+    assert w.due(now + 0.1) == [closed]
+    w.due(now + 0.2)
+    assert w.due(now + 3) == []  # still open for writing: wait for its close
+    assert w.due(now + 5.3) == [writing]  # or give up waiting after open_wait_seconds
+
+
+def test_non_regular_files_are_refused_and_settled_files_left_alone(
+    watcher, tmp_path: Path
+) -> None:
+    w, refused = watcher
+    inbox = tmp_path / "in"
+    os.mkfifo(inbox / "fifo")
+    (inbox / "link").symlink_to("/etc/hostname")
+    (inbox / "kept.txt").write_text("k")
+    (inbox / ".hidden").write_text("h")
+    w.settle(inbox / "kept.txt")
+    w.scan()
+    assert sorted(p.name for p, _ in refused) == ["fifo", "link"]
+    assert "symlink (to /etc/hostname)" in dict((p.name, r) for p, r in refused)["link"]
+    assert w.pending() == 0
+    (inbox / "kept.txt").write_text("changed")
+    w.scan()
+    assert w.pending() == 1
