@@ -63,14 +63,15 @@ def copy_loop(root: Path, durable: bool) -> float:
     return time.perf_counter() - start
 
 
-def caixa_once(root: Path, n: int, wrapper: Sequence[str] = ()) -> float:
-    """`caixa run --once` on n files with a copy rule; seconds from start to exit."""
+def caixa_once(root: Path, n: int, wrapper: Sequence[str] = ()) -> tuple[float, float]:
+    """`caixa run --once` on n files with a copy rule: seconds from start to exit, and the
+    unix time it started."""
     rules, home = write_rules(root, ["c"]), root / "home"
     make_files(root / "inbox" / "c", n)
     os.sync()
     command = caixa_command(rules, home, once=True, wrapper=wrapper)
     with (root / "caixa.log").open("wb") as log:
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         proc = subprocess.Popen(command, env=caixa_env(settle_seconds=SETTLE_S), stderr=log)
         try:
             proc.wait(600)
@@ -80,7 +81,7 @@ def caixa_once(root: Path, n: int, wrapper: Sequence[str] = ()) -> float:
     done = journal(home, "SELECT COUNT(*) FROM jobs WHERE state = 'done'")[0][0] if n else 0
     if proc.returncode != 0 or done != n:
         raise RuntimeError(f"caixa exited {proc.returncode} with {done}/{n} done; see its log")
-    return seconds
+    return seconds, started
 
 
 def phases(root: Path, started: float) -> dict[str, float]:
@@ -117,12 +118,12 @@ def main() -> None:
         root = Path(tmp)
         plain = FILES / copy_loop(root / "plain", durable=False)
         durable = FILES / copy_loop(root / "durable", durable=True)
-        overhead = caixa_once(root / "empty", 0)
-        started = time.time()
-        caixa = FILES / caixa_once(root / "caixa", FILES)
+        overhead = caixa_once(root / "empty", 0)[0]
+        seconds, started = caixa_once(root / "caixa", FILES)
+        caixa = FILES / seconds
         figures["caixa_phases"] = phases(root / "caixa", started)
         eat = shutil.which("eatmydata")
-        nosync = FILES / caixa_once(root / "eatmydata", FILES, [eat]) if eat else None
+        nosync = FILES / caixa_once(root / "eatmydata", FILES, [eat])[0] if eat else None
         figures["fsyncs_per_file"] = fsyncs_per_file(root / "strace")
     figures |= {
         "files_per_s": {"caixa": round(caixa, 1), "plain": round(plain, 1)}

@@ -132,9 +132,11 @@ class World:
             db.close()
 
     def states(self) -> dict[str, int]:
-        if not (self.home / "journal.sqlite3").exists():
+        try:
+            rows = self.query("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        except sqlite3.OperationalError:  # the daemon has not created its journal yet
             return {}
-        return {r[0]: r[1] for r in self.query("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+        return {r[0]: r[1] for r in rows}
 
     def finished(self) -> int:
         s = self.states()

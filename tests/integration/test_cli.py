@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-from tests.conftest import World
+from tests.conftest import CAIXA, World
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,3 +90,32 @@ def test_run_once_prints_a_summary(world: World) -> None:
     status = world.caixa("status", "--home", str(world.home))
     assert "1 done" in status.stdout and "1 failed" in status.stdout
     assert "b.txt" in status.stdout and "empty" in status.stdout and "caixa retry" in status.stdout
+
+
+def test_run_once_on_a_terminal_shows_a_progress_bar(world: World) -> None:
+    world.write_rules("rules: [{name: r, inbox: in, steps: [copy]}]\n")
+    for i in range(20):
+        (world.inbox() / f"f{i}.txt").write_text(f"{i}\n")
+    command = f"{CAIXA} run --once --rules {world.rules} --home {world.home}"
+    shown = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],  # a real pseudo-terminal
+        env={**world.env, "CAIXA_LOG_LEVEL": "warning", "COLUMNS": "100"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stdout
+    assert "processing" in shown.stdout and "20/20" in shown.stdout
+    assert "20 done, 0 duplicates, 0 failed" in shown.stdout
+
+
+def test_a_rule_can_force_polling(world: World) -> None:
+    world.write_rules("rules: [{name: r, inbox: in, poll: true, steps: [copy]}]\n")
+    world.env["CAIXA_POLL_INTERVAL"] = "0.3"
+    world.env["CAIXA_SCAN_INTERVAL"] = "600"  # so only the poll can find the file
+    world.inbox()
+    world.start()
+    world.wait_for(lambda: any(e["event"] == "inbox polled" for e in world.logs()))
+    (world.inbox() / "polled.txt").write_text("found by polling\n")
+    world.wait_for(lambda: world.finished() == 1, timeout=20)
+    assert (world.outputs / "r/polled/polled.txt").read_text() == "found by polling\n"
