@@ -223,9 +223,9 @@ def retry(
         if not j.final_path or not source.exists():
             err.print(f"{j.id}: its file is no longer at {source}; move it back into its inbox")
             continue
-        error_file(source).unlink(missing_ok=True)
+        journal.requeue(j.id)  # first: a crash before the move is finished by the daemon
         work.claim(source, j.id, j.name)
-        journal.requeue(j.id)
+        error_file(source).unlink(missing_ok=True)
         out.print(f"{j.id}: {j.name!r} queued again")
 
 

@@ -30,12 +30,9 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def durable_move(src: Path, dst: Path) -> None:
-    """Move so that after a crash the file is whole in exactly one of the two places.
-
-    A rename is atomic; across filesystems the file is copied to a temporary name beside
-    `dst`, synced and renamed, and only then is `src` removed.
-    """
+def move(src: Path, dst: Path) -> None:
+    """Rename, or across filesystems copy to a temporary name beside `dst`, sync, rename and
+    only then remove `src`: the file is whole in at least one place at every instant."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(src, dst)
@@ -48,8 +45,12 @@ def durable_move(src: Path, dst: Path) -> None:
         os.rename(tmp, dst)
         fsync_dir(dst.parent)
         os.unlink(src)
+
+
+def durable_move(src: Path, dst: Path) -> None:
+    """A move that survives a power cut once it returns."""
+    move(src, dst)
     fsync_dir(dst.parent)
-    fsync_dir(src.parent)
 
 
 def atomic_write(dst: Path, fill: Callable[[Path], None]) -> None:

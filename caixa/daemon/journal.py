@@ -1,8 +1,11 @@
 """The journal: one SQLite database (WAL) that is the single source of truth for jobs.
 
-Every change of a job is one transaction, committed with `synchronous=FULL` before the file
-system is touched for the next phase, so a crash at any instant leaves a state that the
-daemon resumes from.
+Every change of a job is one transaction, committed before the next phase starts, so a crash
+at any instant leaves a state the daemon resumes from. The commits that come right before an
+irreversible move on disk (a claim, an output folder taken, a source leaving the work area) are
+synced (`synchronous=FULL`); the others need only survive the daemon, not the power: losing
+them after a power cut means a step runs again, never that a file is lost or published twice.
+(In WAL mode a synced commit also makes every earlier one durable.)
 """
 
 from __future__ import annotations
@@ -73,8 +76,7 @@ CREATE TABLE IF NOT EXISTS kept (
 
 
 class State(StrEnum):
-    claiming = "claiming"  # row written; the rename into the work area is not confirmed
-    claimed = "claimed"  # source in the work area; not hashed yet
+    claiming = "claiming"  # row written; the source is in the work area or about to be
     queued = "queued"  # waiting for its next step (`step` is the first unfinished one)
     running = "running"  # a step is running
     publishing = "publishing"  # all steps done; outputs going to `output_dir`
@@ -130,6 +132,15 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Claim:
+    rule: str
+    rule_version: str
+    plan: dict[str, Any]  # steps, output template, on_success: the rule as it is now
+    inbox: Path
+    rel: str
+
+
+@dataclass(frozen=True)
 class StepRun:
     idx: int
     name: str
@@ -143,7 +154,9 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # one writer connection; SQLite allows one writer anyway
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -152,6 +165,7 @@ class Journal:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._synced = True
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
@@ -162,10 +176,31 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            for reader in self._readers:
+                reader.close()
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Reads go through a connection per thread: in WAL mode they never wait for a writer
+        (the writer holds the lock through its sync)."""
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            reader.row_factory = sqlite3.Row
+            self._local.reader = reader
+            with self._lock:
+                self._readers.append(reader)
+        return reader.execute(sql, args).fetchall()
+
+    def _read_one(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        rows = self._read(sql, args)
+        return rows[0] if rows else None
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if durable != self._synced:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._synced = durable
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -174,40 +209,39 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
 
-    def _update(self, job_id: str, **fields: Any) -> None:
+    def _update(self, job_id: str, durable: bool = False, **fields: Any) -> None:
         fields["updated_at"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._tx() as db:
+        with self._tx(durable) as db:
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*fields.values(), job_id])
 
     # --- claiming -------------------------------------------------------------------------
 
-    def begin_claim(
-        self, *, rule: str, rule_version: str, plan: dict[str, Any], inbox: Path, rel: str
-    ) -> str:
-        job_id = uuid.uuid4().hex[:12]
+    def begin_claims(self, claims: list[Claim]) -> list[str]:
+        """Record files about to be claimed, in one synced commit, before they are renamed."""
         now = time.time()
-        with self._tx() as db:
-            db.execute(
+        ids = [uuid.uuid4().hex[:12] for _ in claims]
+        with self._tx(durable=True) as db:
+            db.executemany(
                 "INSERT INTO jobs (id, state, rule, rule_version, plan, inbox, rel, name,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job_id,
-                    State.claiming,
-                    rule,
-                    rule_version,
-                    json.dumps(plan),
-                    str(inbox),
-                    rel,
-                    rel.rsplit("/", 1)[-1],
-                    now,
-                    now,
-                ),
+                [
+                    (
+                        job_id,
+                        State.claiming,
+                        c.rule,
+                        c.rule_version,
+                        json.dumps(c.plan),
+                        str(c.inbox),
+                        c.rel,
+                        c.rel.rsplit("/", 1)[-1],
+                        now,
+                        now,
+                    )
+                    for job_id, c in zip(ids, claims, strict=True)
+                ],
             )
-        return job_id
-
-    def claimed(self, job_id: str) -> None:
-        self._update(job_id, state=State.claimed)
+        return ids
 
     def forget(self, job_id: str) -> None:
         """Drop a claim that never happened (the rename failed or the file vanished)."""
@@ -229,7 +263,7 @@ class Journal:
             twin_id = twin["id"] if twin else None
             db.execute(
                 "UPDATE jobs SET sha256 = ?, size = ?, media_type = ?, state = ?, outcome = ?,"
-                " duplicate_of = ?, updated_at = ? WHERE id = ?",
+                " duplicate_of = ?, final_path = NULL, updated_at = ? WHERE id = ?",
                 (
                     sha256,
                     size,
@@ -270,22 +304,18 @@ class Journal:
                 (State.queued, idx + 1, now, job_id),
             )
 
-    def retry_later(self, job_id: str, error: dict[str, Any], delay: float) -> None:
-        job = self.get(job_id)
+    def retry_later(self, job_id: str, attempts: int, error: dict[str, Any], delay: float) -> None:
         self._update(
             job_id,
             state=State.queued,
             running_step=None,
-            attempts=job.attempts + 1,
+            attempts=attempts,
             not_before=time.time() + delay,
             error=json.dumps(error),
         )
 
     def step_runs(self, job_id: str) -> list[StepRun]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM step_runs WHERE job_id = ? ORDER BY idx", (job_id,)
-            ).fetchall()
+        rows = self._read("SELECT * FROM step_runs WHERE job_id = ? ORDER BY idx", (job_id,))
         return [
             StepRun(
                 r["idx"],
@@ -301,7 +331,7 @@ class Journal:
 
     def reserve_output(self, job_id: str, candidates: Iterator[str]) -> str:
         """Give the job the first candidate folder no other job holds; keep it across crashes."""
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             held = db.execute("SELECT output_dir FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
             if held:
                 return held
@@ -317,79 +347,72 @@ class Journal:
                     return candidate
         raise RuntimeError("no output folder left to reserve")  # candidates are endless
 
-    def settle(self, job_id: str, outcome: State, error: dict[str, Any] | None = None) -> None:
+    def settle(
+        self,
+        job_id: str,
+        outcome: State,
+        error: dict[str, Any] | None = None,
+        final_path: Path | None = None,
+    ) -> None:
+        """Decide the outcome, and where the source goes: synced, since the source moves next."""
         fields: dict[str, Any] = {"state": State.settling, "outcome": outcome, "running_step": None}
         if error is not None:
             fields["error"] = json.dumps(error)
-        self._update(job_id, **fields)
+        if final_path is not None:
+            fields["final_path"] = str(final_path)
+        self._update(job_id, durable=final_path is not None, **fields)
 
-    def set_final_path(self, job_id: str, final_path: str) -> None:
+    def set_final_path(self, job_id: str, final_path: Path) -> None:
         """Where the source goes, recorded before it moves so a resumed job moves it there."""
-        self._update(job_id, final_path=final_path)
+        self._update(job_id, durable=True, final_path=str(final_path))
 
-    def finish(self, job_id: str) -> None:
-        job = self.get(job_id)
-        self._update(job_id, state=job.outcome, finished_at=time.time())
+    def finish(self, job_id: str, outcome: State) -> None:
+        self._update(job_id, state=outcome, finished_at=time.time())
 
     def requeue(self, job_id: str) -> None:
-        """Run a failed job again from its first step (`caixa retry`)."""
-        with self._tx() as db:
+        """Run a failed job again from its first step (`caixa retry`). Its source is still in
+        failed/ (final_path) until the caller moves it back into the work area; a crash in
+        between is finished by the daemon's recovery."""
+        with self._tx(durable=True) as db:
             db.execute("DELETE FROM step_runs WHERE job_id = ?", (job_id,))
             db.execute(
                 "UPDATE jobs SET state = ?, outcome = NULL, step = 0, attempts = 0, not_before = 0,"
-                " error = NULL, output_dir = NULL, final_path = NULL, finished_at = NULL,"
-                " updated_at = ? WHERE id = ?",
-                (State.claimed, time.time(), job_id),
+                " error = NULL, output_dir = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
+                (State.claiming, time.time(), job_id),
             )
 
     # --- reading --------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._read_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise KeyError(job_id)
         return Job.from_row(row)
 
     def find(self, prefix: str) -> list[Job]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM jobs WHERE id LIKE ? ORDER BY created_at", (prefix + "%",)
-            ).fetchall()
+        rows = self._read("SELECT * FROM jobs WHERE id LIKE ? ORDER BY created_at", (prefix + "%",))
         return [Job.from_row(r) for r in rows]
 
     def jobs(self, *states: State, limit: int = -1, newest_first: bool = False) -> list[Job]:
         marks = ",".join("?" * len(states))
         order = "DESC" if newest_first else "ASC"
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY updated_at {order} LIMIT ?",
-                (*states, limit),
-            ).fetchall()
+        rows = self._read(
+            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY updated_at {order} LIMIT ?",
+            (*states, limit),
+        )
         return [Job.from_row(r) for r in rows]
 
     def ready(self, now: float) -> list[str]:
         """Unfinished jobs whose retry delay, if any, has passed."""
         marks = ",".join("?" * len(UNFINISHED))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT id FROM jobs WHERE state IN ({marks}) AND not_before <= ?"
-                " ORDER BY created_at",
-                (*UNFINISHED, now),
-            ).fetchall()
+        rows = self._read(
+            f"SELECT id FROM jobs WHERE state IN ({marks}) AND not_before <= ? ORDER BY created_at",
+            (*UNFINISHED, now),
+        )
         return [r["id"] for r in rows]
 
-    def next_retry_at(self) -> float | None:
-        marks = ",".join("?" * len(UNFINISHED))
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT MIN(not_before) FROM jobs WHERE state IN ({marks})", UNFINISHED
-            ).fetchone()
-        return row[0]
-
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        rows = self._read("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {r[0]: r[1] for r in rows}
 
     # --- what the watcher remembers -------------------------------------------------------
@@ -404,21 +427,19 @@ class Journal:
             return cur.rowcount > 0
 
     def refusals(self, limit: int = 20) -> list[tuple[str, str, float]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT path, reason, seen_at FROM refused ORDER BY seen_at DESC LIMIT ?", (limit,)
-            ).fetchall()
+        rows = self._read(
+            "SELECT path, reason, seen_at FROM refused ORDER BY seen_at DESC LIMIT ?", (limit,)
+        )
         return [tuple(r) for r in rows]
 
     def keep(self, path: Path, size: int, mtime_ns: int) -> None:
         """Remember a source left in its inbox (`on_success: keep`) so it is not taken again."""
-        with self._tx() as db:
+        with self._tx(durable=True) as db:
             db.execute("INSERT OR IGNORE INTO kept VALUES (?, ?, ?)", (str(path), size, mtime_ns))
 
     def is_kept(self, path: Path, size: int, mtime_ns: int) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM kept WHERE path = ? AND size = ? AND mtime_ns = ?",
-                (str(path), size, mtime_ns),
-            ).fetchone()
+        row = self._read_one(
+            "SELECT 1 FROM kept WHERE path = ? AND size = ? AND mtime_ns = ?",
+            (str(path), size, mtime_ns),
+        )
         return row is not None

@@ -20,6 +20,7 @@ from caixa.daemon.fsutil import (
     fsync_dir,
     fsync_file,
     is_inside,
+    move,
     safe_name,
     with_suffix_number,
 )
@@ -95,9 +96,10 @@ def publish(
         target = folder / name
         if art.path.exists():
             fsync_file(art.path)
-            durable_move(art.path, target)
+            move(art.path, target)
         elif not target.exists():
             raise FileNotFoundError(f"artifact {art.name!r} of step output is missing: {art.path}")
+    fsync_dir(folder)  # every output is in place before the manifest says so
     manifest = {**manifest, "outputs": names}
     data = json.dumps(manifest, indent=2, ensure_ascii=False).encode() + b"\n"
     atomic_write_bytes(folder / MANIFEST, data)

@@ -34,22 +34,27 @@ class Scheduler:
         self._dispatch(job_id)
 
     def _dispatch(self, job_id: str) -> None:
-        lane = self.runner.lane_of(self.runner.journal.get(job_id))
+        self._send(job_id, self.runner.lane_of(self.runner.journal.get(job_id)))
+
+    def _send(self, job_id: str, lane: Resource) -> None:
         try:
-            self._lanes[lane].submit(self._work, job_id)
+            self._lanes[lane].submit(self._work, job_id, lane)
         except RuntimeError:  # the lane shut down while stopping; the job resumes next start
             self._done(job_id)
 
-    def _work(self, job_id: str) -> None:
+    def _work(self, job_id: str, lane: Resource) -> None:
+        """Run the job's phases while they stay on this lane, then hand it to the next lane."""
         try:
-            more = self.runner.advance(job_id)
+            following = self.runner.advance(job_id)
+            while following is lane and not self._stopping:
+                following = self.runner.advance(job_id)
         except Exception:
             # The journal or the disk failed under us; the job stays unfinished and the next
             # poll picks it up again.
             logger.exception("job phase crashed", job=job_id)
-            more = False
-        if more and not self._stopping:
-            self._dispatch(job_id)
+            following = None
+        if following is not None and not self._stopping:
+            self._send(job_id, following)
         else:
             self._done(job_id)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from caixa import log
-from caixa.daemon.journal import TERMINAL, Journal, State
+from caixa.daemon.fsutil import durable_move
+from caixa.daemon.journal import TERMINAL, Claim, Journal, State
 from caixa.daemon.outputs import archive_target, write_error
 from caixa.daemon.scheduler import Scheduler
 from caixa.daemon.watcher import Watcher
@@ -116,8 +117,7 @@ class Daemon:
         while not self.stopping.is_set():
             self.wake.clear()
             now = time.monotonic()
-            for path in self.watcher.due(now):
-                self.take(path)
+            self.take(self.watcher.due(now))
             if now >= next_journal:
                 for job_id in self.journal.ready(time.time()):
                     self.progress.jobs.add(job_id)
@@ -149,14 +149,37 @@ class Daemon:
 
     # --- taking files ---------------------------------------------------------------------
 
-    def take(self, path: Path) -> None:
-        """Give a ready file to the first rule that fits it, claiming it by an atomic rename."""
+    def take(self, paths: list[Path]) -> None:
+        """Give each ready file to the first rule that fits it, and claim it: its job is
+        recorded (one synced commit for the whole batch), then it is renamed into the work area."""
+        claims = [(path, claim) for path in paths if (claim := self._claim_for(path))]
+        if not claims:
+            return
+        job_ids = self.journal.begin_claims([claim for _, claim in claims])
+        for (path, claim), job_id in zip(claims, job_ids, strict=True):
+            try:
+                self.work.claim(path, job_id, path.name)
+            except OSError as exc:
+                self.journal.forget(job_id)
+                self.work.remove(job_id)
+                if not isinstance(exc, FileNotFoundError):  # gone is fine: someone took it back
+                    logger.error("cannot claim file", path=str(path), error=str(exc))
+                    self.watcher.settle(path)
+                continue
+            self.progress.jobs.add(job_id)
+            logger.info("claimed", job=job_id, rule=claim.rule, path=str(path))
+            self.scheduler.submit(job_id)
+
+    def _claim_for(self, path: Path) -> Claim | None:
+        """The claim a ready file gets, or None (and why, logged once) if it stays."""
         try:
             verdict = self.rules.decide(path)
+            st = path.lstat()
         except OSError as exc:
-            logger.warning("cannot read file", path=str(path), error=str(exc))
-            self.watcher.settle(path)
-            return
+            if not isinstance(exc, FileNotFoundError):
+                logger.warning("cannot read file", path=str(path), error=str(exc))
+                self.watcher.settle(path)
+            return None
         rule = verdict.rule
         if rule is None or verdict.inbox is None or verdict.rel is None:
             logger.warning(
@@ -164,7 +187,7 @@ class Daemon:
             )
             self.progress.unmatched += 1
             self.watcher.settle(path)
-            return
+            return None
         if not rule.active:
             logger.warning(
                 "file waits: its rule needs a step that is unavailable",
@@ -174,42 +197,16 @@ class Daemon:
             )
             self.progress.waiting += 1
             self.watcher.settle(path)
-            return
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            return
+            return None
         if self.journal.is_kept(path, st.st_size, st.st_mtime_ns):
             self.watcher.settle(path)
-            return
+            return None
         plan = {
             "steps": [s.model_dump() for s in rule.steps],
             "output": rule.output,
             "on_success": rule.on_success,
         }
-        job_id = self.journal.begin_claim(
-            rule=rule.name,
-            rule_version=rule.version,
-            plan=plan,
-            inbox=verdict.inbox,
-            rel=verdict.rel,
-        )
-        try:
-            self.work.claim(path, job_id, path.name)
-        except FileNotFoundError:
-            self.journal.forget(job_id)
-            self.work.remove(job_id)
-            return
-        except OSError as exc:
-            self.journal.forget(job_id)
-            self.work.remove(job_id)
-            logger.error("cannot claim file", path=str(path), error=str(exc))
-            self.watcher.settle(path)
-            return
-        self.journal.claimed(job_id)
-        self.progress.jobs.add(job_id)
-        logger.info("claimed", job=job_id, rule=rule.name, path=str(path))
-        self.scheduler.submit(job_id)
+        return Claim(rule.name, rule.version, plan, verdict.inbox, verdict.rel)
 
     def _refuse(self, path: Path, reason: str) -> None:
         if self.journal.refuse(path, reason):
@@ -219,37 +216,39 @@ class Daemon:
     # --- after a crash --------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Finish what a crash interrupted: half-made claims, and work folders of no job."""
+        """Finish what a crash interrupted: half-made claims and retries, and work folders that
+        no unfinished job owns."""
         for job in self.journal.jobs(State.claiming):
-            if self.work.source(job.id, job.name).exists():
-                self.journal.claimed(job.id)
-            else:  # the rename never happened: the file is still in its inbox
+            source = self.work.source(job.id, job.name)
+            retried_from = Path(job.final_path) if job.final_path else None
+            if not source.exists() and retried_from and retried_from.exists():
+                self.work.claim(retried_from, job.id, job.name)  # `caixa retry` was cut short
+            elif not source.exists():  # the rename never happened: the file is in its inbox
                 self.journal.forget(job.id)
                 self.work.remove(job.id)
         for job_id in self.work.job_ids():
             try:
                 job = self.journal.get(job_id)
             except KeyError:
-                self._rescue_orphan(job_id)
-                continue
-            if job.state in TERMINAL:
-                self.work.remove(job_id)
+                job = None
+            if job is None or job.state in TERMINAL:
+                self._rescue(job_id)
 
-    def _rescue_orphan(self, job_id: str) -> None:
-        """A work folder the journal does not know (a journal deleted by hand): its source goes
-        to failed/ with a note, never silently away."""
-        folder = self.work.source(job_id, "x").parent
-        for source in folder.glob("*") if folder.is_dir() else []:
+    def _rescue(self, job_id: str) -> None:
+        """A work folder of no unfinished job (a journal deleted by hand): a source still in it
+        goes to failed/ with a note, never silently away."""
+        folder = self.work.source(job_id, "_").parent
+        for source in folder.iterdir() if folder.is_dir() else []:
             target = archive_target(self.rules.failed, "_recovered", source.name)
             write_error(
                 target,
                 {
                     "file": source.name,
                     "error": "OrphanedWork",
-                    "message": "found in the work area with no journal entry",
+                    "message": f"found in the work area ({job_id}) with no unfinished job",
                     "retry": "move it back into an inbox",
                 },
             )
-            os.replace(source, target)
+            durable_move(source, target)
             logger.warning("orphaned work rescued", path=str(target))
         self.work.remove(job_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from caixa.daemon.fsutil import durable_move
+from caixa.daemon.fsutil import move
 
 
 class WorkArea:
@@ -20,20 +20,22 @@ class WorkArea:
         return self.root / job_id / "source" / name
 
     def step_dir(self, job_id: str, idx: int) -> Path:
-        return self.root / job_id / "steps" / str(idx)
+        return self.root / job_id / str(idx)
 
     def fresh_step_dir(self, job_id: str, idx: int) -> Path:
         """An empty folder for a step; what a crashed earlier run left there is removed."""
         folder = self.step_dir(job_id, idx)
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        folder.mkdir()  # its job folder exists: the source was claimed into it
         return folder
 
     def claim(self, path: Path, job_id: str, name: str) -> Path:
-        """Take the file out of its inbox with one atomic rename: from now on it is ours."""
+        """Take the file out of its inbox with one atomic rename: from now on it is ours.
+
+        No sync is needed: the job's row is durable before the rename, so after a power cut the
+        daemon finds the file in exactly one of the two places and carries on from there."""
         target = self.source(job_id, name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        durable_move(path, target)
+        move(path, target)
         return target
 
     def remove(self, job_id: str) -> None:

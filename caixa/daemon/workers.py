@@ -58,32 +58,34 @@ class JobRunner:
     def lane_of(self, job: Job) -> Resource:
         """The resource the job's next phase needs; only steps may need the accelerator."""
         if job.state in (State.queued, State.running) and job.step < len(job.steps):
-            found = self.registry.availability(job.steps[job.step]["name"])
-            if found.step is not None:
-                return found.step.resource
+            return self._step_lane(job, job.step)
         return Resource.cpu
 
-    def advance(self, job_id: str) -> bool:
-        """Run the job's next phase; true when another phase can follow at once."""
+    def _step_lane(self, job: Job, idx: int) -> Resource:
+        if idx >= len(job.steps):
+            return Resource.cpu  # publishing comes next
+        found = self.registry.availability(job.steps[idx]["name"])
+        return found.step.resource if found.step is not None else Resource.cpu
+
+    def advance(self, job_id: str) -> Resource | None:
+        """Run the job's next phase; return the lane of the phase after it, or None when the
+        job is finished or waits (a retry delay)."""
         job = self.journal.get(job_id)
         with bound_contextvars(job=job.id, rule=job.rule):
             match job.state:
-                case State.claimed:
-                    self._admit(job)
+                case State.claiming:
+                    return self._admit(job)
                 case State.queued | State.running if job.step < len(job.steps):
                     return self._run_step(job)
                 case State.queued | State.running | State.publishing:
-                    self._publish(job)
+                    return self._publish(job)
                 case State.settling:
                     self._settle(job)
-                    return False
-                case _:
-                    return False
-        return True
+        return None
 
     # --- phases ---------------------------------------------------------------------------
 
-    def _admit(self, job: Job) -> None:
+    def _admit(self, job: Job) -> Resource:
         source = self.work.source(job.id, job.name)
         try:
             size = source.stat().st_size
@@ -93,14 +95,15 @@ class JobRunner:
             media_type = filetypes.sniff(source)
         except (OSError, StepError) as exc:
             self._fail(job, "claim", exc)
-            return
+            return Resource.cpu
         twin = self.journal.admit(job.id, sha256=sha, size=size, media_type=media_type)
         if twin:
             logger.info("duplicate", duplicate_of=twin, sha256=sha)
-        else:
-            logger.info("queued", size=size, media_type=media_type, steps=len(job.steps))
+            return Resource.cpu
+        logger.info("queued", size=size, media_type=media_type, steps=len(job.steps))
+        return self._step_lane(job, 0)
 
-    def _run_step(self, job: Job) -> bool:
+    def _run_step(self, job: Job) -> Resource | None:
         idx, spec = job.step, job.steps[job.step]
         name = spec["name"]
         with bound_contextvars(step=name):
@@ -134,69 +137,72 @@ class JobRunner:
                 },
             )
             logger.info("step done", seconds=round(seconds, 3), outputs=len(result.artifacts))
-        return True
+        return self._step_lane(job, idx + 1)
 
-    def _step_failed(self, job: Job, name: str, exc: Exception) -> bool:
+    def _step_failed(self, job: Job, name: str, exc: Exception) -> Resource | None:
         if is_transient(exc) and job.attempts + 1 < self.max_attempts:
             delay = self.retry_backoff * 2**job.attempts
-            self.journal.retry_later(job.id, self._error(job, name, exc), delay)
+            self.journal.retry_later(job.id, job.attempts + 1, self._error(job, name, exc), delay)
             logger.warning(
                 "step will be retried", error=str(exc), attempt=job.attempts + 1, delay=delay
             )
-            return False
+            return None
         self._fail(job, name, exc)
-        return True
+        return Resource.cpu
 
-    def _publish(self, job: Job) -> None:
+    def _publish(self, job: Job) -> Resource | None:
         root = self.places.outputs
-        plan = job.plan
         fields = outputs.template_fields(
             job.rule, job.inbox, job.rel, job.media_type, job.created_at
         )
         try:
-            rendered = outputs.render(plan["output"], fields)
+            rendered = outputs.render(job.plan["output"], fields)
             folder = self.journal.reserve_output(job.id, outputs.output_candidates(root, rendered))
             runs = self.journal.step_runs(job.id)
             artifacts = [a for a in self._artifacts(job.id) if a.publish]
             names = outputs.publish(root / folder, root, artifacts, self._manifest(job, runs))
         except (OSError, ValueError, KeyError) as exc:
             if is_transient(exc) and job.attempts + 1 < self.max_attempts:
-                self.journal.retry_later(
-                    job.id, self._error(job, "publish", exc), self.retry_backoff
-                )
-                return
+                error = self._error(job, "publish", exc)
+                self.journal.retry_later(job.id, job.attempts + 1, error, self.retry_backoff)
+                return None
             self._fail(job, "publish", exc)
-            return
-        self.journal.settle(job.id, State.done)
+            return Resource.cpu
         logger.info("published", folder=folder, outputs=names)
+        self.journal.settle(job.id, State.done, final_path=self._destination(job, State.done))
+        return Resource.cpu
 
     def _settle(self, job: Job) -> None:
-        """Move the source to its last place. Its destination is recorded before it moves, so a
-        crash in between resumes the same move."""
+        """Move the source to its last place, recorded before it moves (so a crash in between
+        resumes the same move), then forget the work folder."""
         source = self.work.source(job.id, job.name)
-        final = Path(job.final_path) if job.final_path else self._destination(job, source)
-        if final is not None and not job.final_path:
-            self.journal.set_final_path(job.id, str(final))
+        final = Path(job.final_path) if job.final_path else None
+        if final is None:  # a duplicate: its place is decided only now
+            final = self._destination(job, job.outcome or State.done)
+            if final is not None:
+                self.journal.set_final_path(job.id, final)
         if job.outcome is State.failed and final is not None:
             outputs.write_error(final, job.error or {})
         if final is None:
             source.unlink(missing_ok=True)
         else:
             outputs.move_source(source, final)
-        self.journal.finish(job.id)
+        self.journal.finish(job.id, job.outcome or State.done)
         self.work.remove(job.id)
         logger.info(
             "finished", outcome=str(job.outcome), source_now=str(final) if final else "deleted"
         )
 
-    def _destination(self, job: Job, source: Path) -> Path | None:
-        if job.outcome is State.failed:
+    def _destination(self, job: Job, outcome: State) -> Path | None:
+        """Where the source goes: failed/, processed/, back to its inbox, or nowhere."""
+        if outcome is State.failed:
             return outputs.archive_target(self.places.failed, job.rule, job.rel)
         on_success = job.plan["on_success"]
         if on_success == "delete":
             return None
         if on_success == "keep":
             home = free_name((job.inbox / job.rel).parent, job.name)
+            source = self.work.source(job.id, job.name)
             if source.exists():  # remember it first, or the watcher would take it again
                 st = source.stat()
                 self.journal.keep(home, st.st_size, st.st_mtime_ns)
@@ -207,7 +213,8 @@ class JobRunner:
 
     def _fail(self, job: Job, where: str, exc: BaseException) -> None:
         error = self._error(job, where, exc)
-        self.journal.settle(job.id, State.failed, error)
+        final = self._destination(job, State.failed)
+        self.journal.settle(job.id, State.failed, error, final_path=final)
         logger.error("job failed", step=where, error=error["message"], kind=error["error"])
 
     def _error(self, job: Job, where: str, exc: BaseException) -> dict[str, Any]:
