@@ -21,6 +21,8 @@ from pathlib import Path
 
 from _common import caixa_command, caixa_env, journal, ratio, save, stop, write_rules
 
+from caixa.daemon.fsutil import fsync_dir, fsync_file
+
 FILES = 5000
 SETTLE_S = 0.2  # CAIXA_SETTLE_SECONDS: files found by the startup scan wait this long
 PROFILE_FILES = 200  # files in the strace run
@@ -32,14 +34,6 @@ def make_files(folder: Path, n: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         (folder / f"f{i:05d}.bin").write_bytes(rng.randbytes(rng.randint(1024, 4096)))
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def copy_loop(root: Path, durable: bool) -> float:
@@ -54,12 +48,12 @@ def copy_loop(root: Path, durable: bool) -> float:
         target = out / entry.name
         shutil.copy2(entry.path, target)
         if durable:
-            fsync_path(target)
-            fsync_path(out)
+            fsync_file(target)
+            fsync_dir(out)
         os.rename(entry.path, done / entry.name)
         if durable:
-            fsync_path(done)
-            fsync_path(inbox)
+            fsync_dir(done)
+            fsync_dir(inbox)
     return time.perf_counter() - start
 
 

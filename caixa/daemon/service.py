@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from caixa import log
@@ -33,7 +33,6 @@ JOURNAL_POLL_SECONDS = 1.0  # how soon a `caixa retry` from another process is n
 class Progress:
     """What this run has seen, for the progress bar and the closing summary."""
 
-    jobs: set[str] = field(default_factory=set)
     refused: int = 0
     unmatched: int = 0
     waiting: int = 0
@@ -120,7 +119,6 @@ class Daemon:
             self.take(self.watcher.due(now))
             if now >= next_journal:
                 for job_id in self.journal.ready(time.time()):
-                    self.progress.jobs.add(job_id)
                     self.scheduler.submit(job_id)
                 next_journal = now + JOURNAL_POLL_SECONDS
             if now >= next_scan:
@@ -166,7 +164,6 @@ class Daemon:
                     logger.error("cannot claim file", path=str(path), error=str(exc))
                     self.watcher.settle(path)
                 continue
-            self.progress.jobs.add(job_id)
             logger.info("claimed", job=job_id, rule=claim.rule, path=str(path))
             self.scheduler.submit(job_id)
 

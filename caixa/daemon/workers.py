@@ -57,7 +57,7 @@ class JobRunner:
 
     def lane_of(self, job: Job) -> Resource:
         """The resource the job's next phase needs; only steps may need the accelerator."""
-        if job.state in (State.queued, State.running) and job.step < len(job.steps):
+        if job.state in (State.queued, State.running):
             return self._step_lane(job, job.step)
         return Resource.cpu
 

@@ -97,6 +97,15 @@ class StepResult:
     models: list[str] = field(default_factory=list)  # models used, for the manifest
 
 
+class BaseStep:
+    """Defaults a step may inherit: a CPU step, with no parameters and nothing to install."""
+
+    name: ClassVar[str]
+    resource: ClassVar[Resource] = Resource.cpu
+    Params: ClassVar[type[BaseModel]] = NoParams
+    requires: ClassVar[Requirements] = Requirements()
+
+
 @runtime_checkable
 class Step(Protocol):
     """A kind of work. Registered under the `caixa.steps` entry point group."""

@@ -11,23 +11,13 @@ from pydantic import BaseModel, ConfigDict
 
 from caixa.errors import InputError
 from caixa.filetypes import is_text
-from caixa.pipelines.base import (
-    Artifact,
-    NoParams,
-    Requirements,
-    Resource,
-    StepInput,
-    StepResult,
-)
+from caixa.pipelines.base import Artifact, BaseStep, NoParams, StepInput, StepResult
 
 
-class CopyStep:
+class CopyStep(BaseStep):
     """The source itself, published unchanged (the simplest useful rule: sort files by type)."""
 
     name: ClassVar[str] = "copy"
-    resource: ClassVar[Resource] = Resource.cpu
-    Params: ClassVar[type[BaseModel]] = NoParams
-    requires: ClassVar[Requirements] = Requirements()
 
     def run(self, job: StepInput, params: NoParams) -> StepResult:
         target = job.workdir / "source"
@@ -42,13 +32,11 @@ class TextParams(BaseModel):
     newline: Literal["lf", "crlf"] = "lf"
 
 
-class TextStep:
+class TextStep(BaseStep):
     """Text in any common encoding (UTF-8/16, Latin-1, cp1252, ...) written as clean UTF-8."""
 
     name: ClassVar[str] = "text"
-    resource: ClassVar[Resource] = Resource.cpu
     Params: ClassVar[type[BaseModel]] = TextParams
-    requires: ClassVar[Requirements] = Requirements()
 
     def run(self, job: StepInput, params: TextParams) -> StepResult:
         raw = job.source.read_bytes()

@@ -7,23 +7,11 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
-
-from caixa.pipelines.base import (
-    Artifact,
-    NoParams,
-    Requirements,
-    Resource,
-    StepInput,
-    StepResult,
-)
+from caixa.pipelines.base import Artifact, BaseStep, NoParams, StepInput, StepResult
 
 
-class MetadataStep:
+class MetadataStep(BaseStep):
     name: ClassVar[str] = "metadata"
-    resource: ClassVar[Resource] = Resource.cpu
-    Params: ClassVar[type[BaseModel]] = NoParams
-    requires: ClassVar[Requirements] = Requirements()
 
     def run(self, job: StepInput, params: NoParams) -> StepResult:
         facts: dict[str, Any] = {

@@ -11,7 +11,14 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from caixa.errors import StepError
-from caixa.pipelines.base import Artifact, Requirements, Resource, StepInput, StepResult
+from caixa.pipelines.base import (
+    Artifact,
+    BaseStep,
+    Requirements,
+    Resource,
+    StepInput,
+    StepResult,
+)
 
 
 class SleepyParams(BaseModel):
@@ -20,7 +27,8 @@ class SleepyParams(BaseModel):
 
 
 class SleepyStep:
-    """Holds the accelerator lane for a while, and says when it did."""
+    """Holds the accelerator lane for a while, and says when it did. Written against the
+    `Step` protocol alone, as a third party may."""
 
     name: ClassVar[str] = "sleepy"
     resource: ClassVar[Resource] = Resource.accelerator
@@ -46,11 +54,9 @@ class FlakyParams(BaseModel):
     needs: str = ""  # fail for good while this file does not exist
 
 
-class FlakyStep:
+class FlakyStep(BaseStep):
     name: ClassVar[str] = "flaky"
-    resource: ClassVar[Resource] = Resource.cpu
     Params: ClassVar[type[BaseModel]] = FlakyParams
-    requires: ClassVar[Requirements] = Requirements()
 
     def run(self, job: StepInput, params: FlakyParams) -> StepResult:
         if params.counter:
@@ -64,15 +70,13 @@ class FlakyStep:
         return StepResult(data={"ok": True})
 
 
-class NeedsMissing:
+class NeedsMissing(BaseStep):
     """A step whose dependency is not installed: `check` must say so, not crash."""
 
     name: ClassVar[str] = "needs_missing"
-    resource: ClassVar[Resource] = Resource.cpu
-    Params: ClassVar[type[BaseModel]] = SleepyParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("caixa_no_such_module",), executables=("caixa-no-such-tool",), extra="vision"
     )
 
-    def run(self, job: StepInput, params: SleepyParams) -> StepResult:
+    def run(self, job: StepInput, params: object) -> StepResult:
         raise AssertionError("never runs")
