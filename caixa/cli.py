@@ -18,7 +18,7 @@ from caixa.daemon.outputs import error_file
 from caixa.daemon.service import Daemon
 from caixa.daemon.watcher import TEMP_PATTERNS, is_temp_name
 from caixa.daemon.workarea import WorkArea
-from caixa.errors import CaixaError, JobNotFoundError
+from caixa.errors import CaixaError, HomeUnusableError, JobNotFoundError
 from caixa.pipelines.registry import default_registry
 from caixa.settings import Settings
 
@@ -77,6 +77,16 @@ def run(
             f" {gained[State.failed]} failed, {seen.refused} refused,"
             f" {seen.unmatched} matched no rule, {seen.waiting} wait for an unavailable step"
         )
+
+
+def _existing_journal(settings: Settings) -> Journal:
+    """The journal of a home that has been used; a mistyped --home is not made into a new one."""
+    if not settings.journal_path.exists():
+        raise HomeUnusableError(
+            f"no journal at {settings.journal_path}: caixa has not run with this home"
+            " (give --home or set CAIXA_HOME)"
+        )
+    return Journal(settings.journal_path)
 
 
 def _near(path: Path, base: Path) -> str:
@@ -153,7 +163,7 @@ def schema() -> None:
 @app.command()
 def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Jobs by state, the running steps, and recent failures with their reasons."""
-    journal = Journal(_settings(home=home).journal_path)
+    journal = _existing_journal(_settings(home=home))
     counts = journal.counts()
     running = journal.jobs(State.running)
     failures = journal.jobs(State.failed, limit=10, newest_first=True)
@@ -208,7 +218,7 @@ def retry(
 ) -> None:
     """Queue failed jobs again, from their first step; the daemon takes them at once."""
     settings = _settings(home=home)
-    journal = Journal(settings.journal_path)
+    journal = _existing_journal(settings)
     if failed:
         jobs = journal.jobs(State.failed)
     elif job:

@@ -119,3 +119,10 @@ def test_a_rule_can_force_polling(world: World) -> None:
     (world.inbox() / "polled.txt").write_text("found by polling\n")
     world.wait_for(lambda: world.finished() == 1, timeout=20)
     assert (world.outputs / "r/polled/polled.txt").read_text() == "found by polling\n"
+
+
+def test_status_of_a_home_never_used_says_so(world: World) -> None:
+    status = world.caixa("status", "--home", str(world.root / "typo"))
+    assert status.returncode == 6
+    assert "caixa has not run with this home" in status.stderr
+    assert not (world.root / "typo").exists()
