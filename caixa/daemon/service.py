@@ -74,6 +74,7 @@ class Daemon:
             registry,
             settings.max_attempts,
             settings.retry_backoff,
+            settings.home,
         )
         self.scheduler = Scheduler(self.runner, settings.cpu_workers, self.wake)
         self.watcher = Watcher(

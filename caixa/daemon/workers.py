@@ -47,7 +47,9 @@ class JobRunner:
         registry: StepRegistry,
         max_attempts: int,
         retry_backoff: float,
+        home: Path,
     ) -> None:
+        self.home = home
         self.journal = journal
         self.work = work
         self.places = places
@@ -112,11 +114,13 @@ class JobRunner:
                 params = step_cls.Params.model_validate(spec["params"])
                 job_input = StepInput(
                     job_id=job.id,
+                    rule=job.rule,
                     source=self.work.source(job.id, job.name),
                     source_name=job.name,
                     media_type=job.media_type or "application/octet-stream",
                     artifacts=tuple(self._artifacts(job.id)),
                     workdir=self.work.fresh_step_dir(job.id, idx),
+                    home=self.home,
                 )
                 self.journal.start_step(job.id, idx, name)
                 started = time.monotonic()

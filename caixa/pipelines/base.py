@@ -79,15 +79,23 @@ class Artifact:
 @dataclass(frozen=True)
 class StepInput:
     job_id: str
+    rule: str
     source: Path  # the claimed file, read only
     source_name: str  # the name it had in the inbox
     media_type: str  # sniffed from content
     artifacts: tuple[Artifact, ...]  # made by the earlier steps of this job
     workdir: Path  # empty; the only place the step writes
+    home: Path  # caixa's home, where a step that keeps state (the search index) keeps it
 
     @property
     def stem(self) -> str:
         return Path(self.source_name).stem or self.source_name
+
+    def latest(self, media_prefix: str) -> Artifact | None:
+        """The newest artifact of a kind, e.g. `text/plain`: what the step before made."""
+        return next(
+            (a for a in reversed(self.artifacts) if a.media_type.startswith(media_prefix)), None
+        )
 
 
 @dataclass
