@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from caixa import log, rules
+from caixa import log, offline, rules
 from caixa.daemon.journal import TERMINAL, Job, Journal, State
 from caixa.daemon.outputs import error_file
 from caixa.daemon.service import Daemon
@@ -240,6 +240,7 @@ def retry(
 
 
 def main() -> None:
+    offline.enforce()
     try:
         app()
     except CaixaError as exc:

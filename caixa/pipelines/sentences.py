@@ -13,7 +13,7 @@ ABBREVIATIONS = frozenset(
     """
     sr sra srs sras dr dra drs dras prof profa eng arq av r pág pag p pp cap art inc ltda cia
     etc ex exa vs nº no núm num tel fig fls vol ed obs aprox
-    mr mrs ms mx jr sr st mt vs e.g i.e a.m p.m approx dept est fig no
+    mr mrs ms mx jr st mt e.g i.e a.m p.m approx dept est
     jan fev feb mar abr apr mai may jun jul ago aug set sep out oct nov dez dec
     """.split()
 )
