@@ -10,9 +10,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from caixa import log, offline, rules
+from caixa import search as searching
 from caixa.daemon.journal import TERMINAL, Job, Journal, State
 from caixa.daemon.outputs import error_file
 from caixa.daemon.service import Daemon
@@ -237,6 +239,95 @@ def retry(
         work.claim(source, j.id, j.name)
         error_file(source).unlink(missing_ok=True)
         out.print(f"{j.id}: {j.name!r} queued again")
+
+
+@app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="words or a question, PT or EN")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="hits to show")] = 10,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    rules_path: RulesOpt = None,
+    drop: Annotated[
+        str | None,
+        typer.Option(
+            "--drop", metavar="FILE|JOB", help="remove a file name or a job from the index"
+        ),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="remove documents whose output folder is gone")
+    ] = False,
+) -> None:
+    """Find indexed documents by their words and meaning, in Portuguese or English."""
+    settings = _settings(rules_path, home)
+    outputs = _outputs_root(settings, rules_path)
+    if drop is not None or prune:
+        _forget(settings.home, outputs, drop, prune)
+        return
+    if not query:
+        raise typer.BadParameter("give a query (or --drop / --prune)")
+    results = searching.search(settings.home, query, limit, outputs)
+    if as_json:
+        hits = [_hit_json(h) for h in results.hits]
+        print(
+            json.dumps(
+                {"queries": results.queries, "note": results.note, "hits": hits},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    if results.note:
+        err.print(f"caixa: {results.note}", markup=False)
+    if len(results.queries) > 1:
+        err.print("searched: " + " | ".join(results.queries[1:]), markup=False)
+    if not results.hits:
+        out.print(f"nothing found for {query!r}", markup=False)
+    for n, hit in enumerate(results.hits, 1):
+        where = _near(hit.folder, Path.cwd()) if hit.folder else "(not published)"
+        out.print(
+            f"{n}. {hit.document.source_name}  {where}  {hit.artifact} p.{hit.page}"
+            f"  score {hit.score:.4f}",
+            markup=False,
+        )
+        out.print("   " + hit.marked("[bold]", "[/bold]", escape))
+
+
+def _outputs_root(settings: Settings, given: Path | None) -> Path | None:
+    """The outputs root from the rules file, when there is one to read."""
+    if given is None and not settings.rules.exists():
+        return None
+    return rules.load(settings.rules).outputs
+
+
+def _forget(home: Path, outputs: Path | None, drop: str | None, prune: bool) -> None:
+    gone = searching.drop(home, drop) if drop is not None else []
+    if drop is not None and not gone:
+        raise JobNotFoundError(f"no indexed file is named {drop!r} and no indexed job id starts so")
+    if prune:
+        if outputs is None:
+            raise typer.BadParameter(
+                "--prune reads the outputs folder from the rules: give --rules"
+            )
+        gone += searching.prune(home, outputs)
+    for doc in gone:
+        out.print(f"dropped: {doc.source_name} (job {doc.job_id}, rule {doc.rule})", markup=False)
+    if prune and not gone:
+        out.print("every indexed document still has its output folder")
+
+
+def _hit_json(hit: searching.Hit) -> dict[str, Any]:
+    return {
+        "file": hit.document.source_name,
+        "folder": str(hit.folder) if hit.folder else None,
+        "text": hit.artifact,
+        "page": hit.page,
+        "language": hit.language,
+        "score": round(hit.score, 5),
+        "snippet": hit.marked("**", "**"),
+        "job": hit.document.job_id,
+        "rule": hit.document.rule,
+    }
 
 
 def main() -> None:

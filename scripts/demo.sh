@@ -20,6 +20,12 @@ echo
 echo "== caixa status"
 $caixa status --home "$demo/home"
 echo
+echo "== caixa search, in English and in Portuguese"
+for query in "monthly rent of the flat in Lisbon" "reparação da caldeira" "reunião sobre o índice"; do
+  echo "\$ caixa search \"$query\" --limit 2"
+  $caixa search "$query" --limit 2 --home "$demo/home" --rules "$demo/rules.yaml"
+done
+echo
 echo "== what landed (under $demo/)"
 (cd "$demo" && find outputs processed failed -type f 2>/dev/null | sort | sed 's/^/  /')
 echo "== still in the inboxes, waiting for steps not installed yet"

