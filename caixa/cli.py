@@ -20,7 +20,7 @@ from caixa.daemon.outputs import error_file
 from caixa.daemon.service import Daemon
 from caixa.daemon.watcher import TEMP_PATTERNS, is_temp_name
 from caixa.daemon.workarea import WorkArea
-from caixa.errors import CaixaError, HomeUnusableError, JobNotFoundError
+from caixa.errors import CaixaError, JobNotFoundError
 from caixa.pipelines.registry import default_registry
 from caixa.settings import Settings
 
@@ -79,16 +79,6 @@ def run(
             f" {gained[State.failed]} failed, {seen.refused} refused,"
             f" {seen.unmatched} matched no rule, {seen.waiting} wait for an unavailable step"
         )
-
-
-def _existing_journal(settings: Settings) -> Journal:
-    """The journal of a home that has been used; a mistyped --home is not made into a new one."""
-    if not settings.journal_path.exists():
-        raise HomeUnusableError(
-            f"no journal at {settings.journal_path}: caixa has not run with this home"
-            " (give --home or set CAIXA_HOME)"
-        )
-    return Journal(settings.journal_path)
 
 
 def _near(path: Path, base: Path) -> str:
@@ -165,7 +155,7 @@ def schema() -> None:
 @app.command()
 def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Jobs by state, the running steps, and recent failures with their reasons."""
-    journal = _existing_journal(_settings(home=home))
+    journal = Journal.existing(_settings(home=home).home)
     counts = journal.counts()
     running = journal.jobs(State.running)
     failures = journal.jobs(State.failed, limit=10, newest_first=True)
@@ -220,7 +210,7 @@ def retry(
 ) -> None:
     """Queue failed jobs again, from their first step; the daemon takes them at once."""
     settings = _settings(home=home)
-    journal = _existing_journal(settings)
+    journal = Journal.existing(settings.home)
     if failed:
         jobs = journal.jobs(State.failed)
     elif job:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from caixa.daemon.journal import Job, Journal, State
+from caixa.daemon.journal import Job, Journal, State, journal_path
 from caixa.errors import CaixaError, ExitCode, StepError
 from caixa.pipelines.embed import Embedder, embedder
 from caixa.pipelines.store import Document, Store, StoredChunk, index_path
@@ -151,7 +151,7 @@ def search(home: Path, query: str, limit: int = 10, outputs: Path | None = None)
             raise SearchError(f"cannot embed the query with the index's model: {exc}") from exc
         forms, note = query_forms(query, home)
         ranked = rank(store, forms, [query_vector(model, forms)], limit)
-    known = (home / "journal.sqlite3").exists()
+    known = journal_path(home).exists()
     jobs = _jobs(home, [c.document.job_id for c, _, _ in ranked]) if known else {}
     hits = [
         Hit(
@@ -238,7 +238,7 @@ def _open(home: Path) -> Store:
 
 def _jobs(home: Path, job_ids: Sequence[str]) -> dict[str, Job]:
     """The jobs the journal still has, by id."""
-    journal = Journal(_journal_path(home))
+    journal = Journal.existing(home)
     try:
         found = {}
         for job_id in set(job_ids):
@@ -247,13 +247,6 @@ def _jobs(home: Path, job_ids: Sequence[str]) -> dict[str, Job]:
         return found
     finally:
         journal.close()
-
-
-def _journal_path(home: Path) -> Path:
-    path = home / "journal.sqlite3"
-    if not path.exists():
-        raise SearchError(f"no journal at {path}: caixa has not run with this home")
-    return path
 
 
 def _where(job: Job | None, outputs: Path | None) -> Path | None:

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from caixa.daemon.journal import journal_path
+
 
 def _default_home() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
@@ -41,7 +43,7 @@ class Settings(BaseSettings):
 
     @property
     def journal_path(self) -> Path:
-        return self.home / "journal.sqlite3"
+        return journal_path(self.home)
 
     @property
     def work_dir(self) -> Path:

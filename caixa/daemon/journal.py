@@ -149,6 +149,13 @@ class StepRun:
     result: dict[str, Any] | None
 
 
+JOURNAL_FILE = "journal.sqlite3"
+
+
+def journal_path(home: Path) -> Path:
+    return home / JOURNAL_FILE
+
+
 class Journal:
     """All access to the jobs database. Thread-safe: one connection behind a lock."""
 
@@ -172,6 +179,17 @@ class Journal:
             raise HomeUnusableError(
                 f"cannot open the journal {path}: {exc}; is the home folder writable by this user?"
             ) from exc
+
+    @classmethod
+    def existing(cls, home: Path) -> Journal:
+        """The journal of a home that has been used; a mistyped home is not made into a new one."""
+        path = journal_path(home)
+        if not path.exists():
+            raise HomeUnusableError(
+                f"no journal at {path}: caixa has not run with this home"
+                " (give --home or set CAIXA_HOME)"
+            )
+        return cls(path)
 
     def close(self) -> None:
         with self._lock:
