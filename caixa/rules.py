@@ -20,12 +20,23 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from caixa import filetypes, yamlmarks
 from caixa.errors import RulesError
+from caixa.pipelines.base import STEP_FIELDS
 from caixa.pipelines.registry import StepRegistry, default_registry
 
 OnSuccess = Literal["archive", "delete", "keep"]
-TEMPLATE_FIELDS = frozenset(
-    {"rule", "stem", "name", "ext", "inbox", "subdir", "type", "date", "year", "month", "day"}
-)
+TEMPLATE_FIELDS = STEP_FIELDS | {
+    "rule",
+    "stem",
+    "name",
+    "ext",
+    "inbox",
+    "subdir",
+    "type",
+    "date",
+    "year",
+    "month",
+    "day",
+}
 
 
 def _as_list(value: Any) -> Any:

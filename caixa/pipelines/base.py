@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
+
+# Facts a step may set for the output template and later steps (StepResult.fields).
+STEP_FIELDS = frozenset({"label"})
 
 
 class Resource(StrEnum):
@@ -86,6 +90,7 @@ class StepInput:
     artifacts: tuple[Artifact, ...]  # made by the earlier steps of this job
     workdir: Path  # empty; the only place the step writes
     home: Path  # caixa's home, where a step that keeps state (the search index) keeps it
+    fields: Mapping[str, str] = field(default_factory=dict)  # set by earlier steps ({label})
 
     @property
     def stem(self) -> str:
@@ -103,6 +108,9 @@ class StepResult:
     artifacts: list[Artifact] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)  # JSON facts for the manifest
     models: list[str] = field(default_factory=list)  # models used, for the manifest
+    # facts about the file that later steps and the output template use, e.g. an LLM's
+    # `label` routing outputs to `{label}/`; names must be in STEP_FIELDS to be templated
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 class BaseStep:

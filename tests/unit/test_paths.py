@@ -42,7 +42,7 @@ def test_numbered_names() -> None:
 
 
 def fields(rel: str) -> dict[str, str]:
-    return outputs.template_fields("r", Path("/in"), rel, "image/png", 0.0)
+    return outputs.template_fields("r", Path("/in"), rel, "image/png", 0.0, {})
 
 
 @pytest.mark.parametrize(
