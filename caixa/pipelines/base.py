@@ -91,6 +91,7 @@ class StepInput:
     workdir: Path  # empty; the only place the step writes
     home: Path  # caixa's home, where a step that keeps state (the search index) keeps it
     fields: Mapping[str, str] = field(default_factory=dict)  # set by earlier steps ({label})
+    device: str = "cpu"  # where an accelerator step runs its model: "cpu", "cuda", "cuda:1"
 
     @property
     def stem(self) -> str:
@@ -121,6 +122,12 @@ class BaseStep:
     Params: ClassVar[type[BaseModel]] = NoParams
     requires: ClassVar[Requirements] = Requirements()
 
+    @classmethod
+    def model_of(cls, params: Any) -> str | None:
+        """The model this step would load with these params (a packaged name or a resolved
+        path), known before it runs, so the accelerator lane can group jobs by model."""
+        return None
+
 
 @runtime_checkable
 class Step(Protocol):
@@ -130,5 +137,8 @@ class Step(Protocol):
     resource: ClassVar[Resource]
     Params: ClassVar[type[BaseModel]]
     requires: ClassVar[Requirements]
+
+    @classmethod
+    def model_of(cls, params: Any) -> str | None: ...
 
     def run(self, job: StepInput, params: Any) -> StepResult: ...
