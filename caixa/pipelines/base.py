@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo
 
 # Facts a step may set for the output template and later steps (StepResult.fields).
 STEP_FIELDS = frozenset({"label"})
@@ -56,6 +56,12 @@ def _importable(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def rules_folder(info: ValidationInfo) -> Path | None:
+    """The folder of the rules file the params come from, which relative paths in them are
+    relative to; the rules loader passes it as validation context."""
+    return (info.context or {}).get("base")
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,12 @@ class BaseStep:
     def model_of(cls, params: Any) -> str | None:
         """The model this step would load with these params (a packaged name or a resolved
         path), known before it runs, so the accelerator lane can group jobs by model."""
+        return None
+
+    @classmethod
+    def lighter(cls, params: Any) -> Any | None:
+        """Params that need less accelerator memory, for one more try after the GPU ran out;
+        None when the step has no lighter way to do the same work."""
         return None
 
 

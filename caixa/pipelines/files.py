@@ -88,3 +88,16 @@ def decode(raw: bytes, encoding: str, media_type: str) -> tuple[str, str, int]:
     if not is_text(media_type):
         raise InputError(f"not a text file: its content is {media_type}")
     return utf8, "utf-8", broken
+
+
+def input_text(job: StepInput, step: str) -> str:
+    """The newest text an earlier step made, else the source itself when it is text."""
+    artifact = job.latest("text/plain")
+    if artifact is not None:
+        return artifact.path.read_text(encoding="utf-8")
+    if job.media_type.startswith("text/"):
+        return decode(job.source.read_bytes(), "auto", job.media_type)[0]
+    raise InputError(
+        f"{step} reads text, and {job.source_name} is {job.media_type}: "
+        "put an ocr or text step before it in the rule"
+    )

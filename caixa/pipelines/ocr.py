@@ -14,7 +14,6 @@ words taller than wide), so upright pages pay nothing for it.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,23 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 from pypdf import PdfReader, PdfWriter
 
 from caixa.errors import InputError, StepError
 from caixa.pipelines import poppler, tesseract
 from caixa.pipelines.base import Artifact, BaseStep, Requirements, StepInput, StepResult
+from caixa.pipelines.images import FORMATS, KINDS, MAX_PIXELS, check_pixels, flatten, opened
 
 PDF = "application/pdf"
-IMAGES = {
-    "image/png": "PNG",
-    "image/jpeg": "JPEG",
-    "image/tiff": "TIFF",
-    "image/webp": "WebP",
-    "image/bmp": "BMP",
-    "image/x-ms-bmp": "BMP",
-}
 MIN_LAYER_CHARS = 20  # a PDF page with fewer visible characters in its text layer is a scan
 FILE_DPI = (100, 1200)  # an image's own DPI is trusted in this range (72 and 96 mean "unset")
 SUSPECT_CONFIDENCE = 70.0  # a page read with less is checked for orientation
@@ -57,7 +49,7 @@ class OcrParams(BaseModel):
     dpi: int = Field(300, ge=70, le=1200)  # to render PDF pages, and for images without one
     force: bool = False  # OCR a PDF even where it has a text layer
     max_pages: int = Field(500, ge=1)
-    max_pixels: int = Field(80_000_000, ge=1)  # per page; below PIL's own bomb warning
+    max_pixels: int = Field(MAX_PIXELS, ge=1)  # per page
     rotate: bool = True  # correct the orientation of pages lying sideways or upside down
     workers: int | None = Field(None, ge=1)  # tesseract processes at once; default: CPUs
 
@@ -92,11 +84,10 @@ class OcrStep(BaseStep):
     def run(self, job: StepInput, params: OcrParams) -> StepResult:
         if job.media_type == PDF:
             return self._pdf(job, params)
-        if job.media_type in IMAGES:
+        if job.media_type in FORMATS:
             return self._image(job, params)
-        kinds = ", ".join(dict.fromkeys(IMAGES.values()))
         raise InputError(
-            f"ocr reads PDFs and images ({kinds}); this file is {job.media_type}. "
+            f"ocr reads PDFs and images ({KINDS}); this file is {job.media_type}. "
             "Point this rule's `match` at scans only, or convert the file"
         )
 
@@ -198,41 +189,21 @@ def check_page_count(pages: int, limit: int) -> None:
         )
 
 
-def check_pixels(what: str, width: int, height: int, limit: int, hint: str = "") -> None:
-    if width * height > limit:
-        raise InputError(
-            f"{what} is {width} x {height} pixels ({width * height:,}), over this rule's limit "
-            f"of {limit:,} per page (max_pixels); {hint}raise max_pixels in the rule if the "
-            "file is genuine"
-        )
-
-
 def inspect_image(path: Path, params: OcrParams) -> list[int]:
     """The DPI to read each page at, after checking the page count and every page's pixels
     from the headers alone: a decompression bomb is refused before any pixel is decoded.
     Only TIFF pages count as pages (a JPEG's second frame is a camera's preview)."""
-    try:
-        with Image.open(path) as img:
-            frames = img.n_frames if img.format == "TIFF" else 1
-            check_page_count(frames, params.max_pages)
-            dpis = []
-            for frame in range(frames):
-                img.seek(frame)
-                what = f"page {frame + 1}" if frames > 1 else "the image"
-                check_pixels(what, img.width, img.height, params.max_pixels)
-                dpi = round(img.info.get("dpi", (0, 0))[0])
-                dpis.append(dpi if FILE_DPI[0] <= dpi <= FILE_DPI[1] else params.dpi)
-            return dpis
-    except Image.DecompressionBombError as exc:
-        claimed = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(claimed.group(1)):,} pixels" if claimed else "more pixels than is safe"
-        raise InputError(
-            f"the image claims {size}, far over this rule's limit of {params.max_pixels:,} "
-            "(max_pixels) and over what caixa ever decodes: it may be a decompression bomb. "
-            "If it is a genuine image, scale it down before OCR"
-        ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot read the image: {exc}; it may be damaged") from exc
+    with opened(path, params.max_pixels) as img:
+        frames = img.n_frames if img.format == "TIFF" else 1
+        check_page_count(frames, params.max_pages)
+        dpis = []
+        for frame in range(frames):
+            img.seek(frame)
+            what = f"page {frame + 1}" if frames > 1 else "the image"
+            check_pixels(what, img.width, img.height, params.max_pixels)
+            dpi = round(img.info.get("dpi", (0, 0))[0])
+            dpis.append(dpi if FILE_DPI[0] <= dpi <= FILE_DPI[1] else params.dpi)
+        return dpis
 
 
 def read_pages(pages: list[Page], workdir: Path, params: OcrParams) -> list[PageText]:
@@ -273,19 +244,8 @@ def render(page: Page, base: Path) -> Path:
     target = base.with_name(base.name + ".tif")
     with Image.open(page.source) as img:
         img.seek(page.number - 1)
-        gray(ImageOps.exif_transpose(img) or img).save(target)
+        flatten(ImageOps.exif_transpose(img) or img, "L").save(target)
     return target
-
-
-def gray(img: Image.Image) -> Image.Image:
-    """8-bit gray; transparent areas become white paper, 16-bit scans keep their tones."""
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        img = img.convert("RGBA")
-        paper = Image.new("RGBA", img.size, "white")
-        img = Image.alpha_composite(paper, img)
-    elif img.mode.startswith("I"):
-        img = img.convert("I").point(lambda v: v * (1 / 256))
-    return img.convert("L")
 
 
 def misoriented(found: tesseract.Recognition) -> bool:

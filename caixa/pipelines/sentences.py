@@ -43,3 +43,20 @@ def sentences(paragraph: str) -> list[str]:
     if tail:
         out.append(tail)
     return out
+
+
+def pieces(paragraph: str, max_words: int) -> list[str]:
+    """The sentences of a paragraph, each cut to at most `max_words` words (after a comma,
+    semicolon or colon once past half of that, else at the limit): translation and speech
+    models slow down, and grow in memory, on run-on OCR lines."""
+    out = []
+    for sentence in sentences(paragraph):
+        piece: list[str] = []
+        for word in sentence.split():
+            piece.append(word)
+            if len(piece) >= max_words or (len(piece) >= max_words // 2 and word[-1] in ",;:"):
+                out.append(" ".join(piece))
+                piece = []
+        if piece:
+            out.append(" ".join(piece))
+    return out

@@ -26,9 +26,9 @@ from caixa.pipelines.base import (
     StepInput,
     StepResult,
 )
-from caixa.pipelines.files import decode
+from caixa.pipelines.files import input_text
 from caixa.pipelines.language import COMMON, detect
-from caixa.pipelines.sentences import paragraphs, sentences
+from caixa.pipelines.sentences import paragraphs, pieces
 
 Engine = Literal["auto", "bergamot", "argos"]
 ENGINES: dict[str, Requirements] = {
@@ -78,8 +78,15 @@ class TranslateStep(BaseStep):
         modules=(DETECTOR, bergamot.MODULE, argos.MODULE), extra="translate"
     )
 
+    @classmethod
+    def model_of(cls, params: TranslateParams) -> str | None:
+        """Bergamot's en<->pt models when they will translate; argos models depend on the
+        detected language, so are not known before the step runs."""
+        into_pair = any(params.to in pair for pair in bergamot.PAIRS)
+        return bergamot.PACKAGED if params.engine != "argos" and into_pair else None
+
     def run(self, job: StepInput, params: TranslateParams) -> StepResult:
-        text = _input_text(job)
+        text = input_text(job, "translate")
         if not _has_words(text):
             raise InputError("there is no text to translate: it is empty or has no words")
         own = []
@@ -174,7 +181,7 @@ def _through(route: list[argos.Package], groups: list[list[str]], home: Path) ->
     """Through each package in turn (source -> English -> target when there is no direct one)."""
     done = argos.translate(groups, route[0], home)
     for package in route[1:]:
-        done = argos.translate([_units(paragraph) for paragraph in done], package, home)
+        done = argos.translate([pieces(paragraph, MAX_WORDS) for paragraph in done], package, home)
     return done
 
 
@@ -204,42 +211,13 @@ def _translate(text: str, plan: _Plan) -> tuple[str, int]:
     """The translation, with its paragraphs and pages where they were; how many sentences."""
     pages = text.split("\f")
     blocks = [paragraphs(page) for page in pages]
-    groups = [_units(p) for block in blocks for p in block]
+    groups = [pieces(p, MAX_WORDS) for block in blocks for p in block]
     done = iter(plan.run(groups))
     out = []
     for page, block in zip(pages, blocks, strict=True):
         tail = "\n" if block and page.endswith("\n") else ""
         out.append("\n\n".join(next(done) for _ in block) + tail)
     return "\f".join(out), sum(map(len, groups))
-
-
-def _units(paragraph: str) -> list[str]:
-    """The sentences of a paragraph, each at most MAX_WORDS words (cut after a comma or
-    semicolon once past half of that, else at the limit)."""
-    out = []
-    for sentence in sentences(paragraph):
-        piece: list[str] = []
-        for word in sentence.split():
-            piece.append(word)
-            if len(piece) >= MAX_WORDS or (len(piece) >= MAX_WORDS // 2 and word[-1] in ",;:"):
-                out.append(" ".join(piece))
-                piece = []
-        if piece:
-            out.append(" ".join(piece))
-    return out
-
-
-def _input_text(job: StepInput) -> str:
-    """The newest text an earlier step made, else the source itself when it is text."""
-    artifact = job.latest("text/plain")
-    if artifact is not None:
-        return artifact.path.read_text(encoding="utf-8")
-    if job.media_type.startswith("text/"):
-        return decode(job.source.read_bytes(), "auto", job.media_type)[0]
-    raise InputError(
-        f"translate needs text, and {job.source_name} is {job.media_type}: "
-        "put an ocr or text step before it in the rule"
-    )
 
 
 def _has_words(text: str) -> bool:
