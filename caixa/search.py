@@ -73,6 +73,7 @@ class Hit:
     score: float
     snippet: str  # matched words between MARK[0] and MARK[1]
     folder: Path | None  # the job's output folder; None if not published (yet)
+    text: str  # the whole chunk the snippet is from: what `caixa ask` gives its model
 
     def marked(self, start: str, end: str, escape: Callable[[str], str] = str) -> str:
         """The snippet with its marks replaced, the text between them escaped first."""
@@ -162,6 +163,7 @@ def search(home: Path, query: str, limit: int = 10, outputs: Path | None = None)
             score=score,
             snippet=snippet,
             folder=_where(jobs.get(c.document.job_id), outputs),
+            text=c.chunk.text,
         )
         for c, score, snippet in ranked
     ]
