@@ -1,74 +1,228 @@
-"""Lanes: CPU phases run in parallel up to a limit; accelerator steps run strictly one at a
-time, on one lane that owns the GPU (or, with no GPU, the heavy model work on the CPU)."""
+"""Lanes: CPU phases run in parallel up to a limit; accelerator steps run strictly one at a time,
+on one lane that owns the GPU (or, with no GPU, the heavy model work on a share of the cores).
+
+Admitting, publishing and settling run on the daemon's CPU threads; a step's `run` goes to a
+worker process of its lane (pool.py). The CPU lane takes phases in the order they come. The
+accelerator lane is one thread fed from a ready set, which picks the next step by model
+(policy.py), so that models swap as little as possible.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from caixa import log
+from caixa.daemon.lanestate import StateFile, Throughput
+from caixa.daemon.policy import ReadySet
+from caixa.daemon.pool import WorkerPool
+from caixa.daemon.procs import Reply, Task, WorkerConfig
 from caixa.daemon.workers import JobRunner
 from caixa.pipelines.base import Resource
+from caixa.settings import Settings
 
 logger = log.get("caixa.scheduler")
 
 
 class Scheduler:
-    def __init__(self, runner: JobRunner, cpu_workers: int, wake: threading.Event) -> None:
+    def __init__(self, runner: JobRunner, settings: Settings, wake: threading.Event) -> None:
         self.runner = runner
+        self.settings = settings
         self.wake = wake
-        self._lanes = {
-            Resource.cpu: ThreadPoolExecutor(cpu_workers, thread_name_prefix="caixa-cpu"),
-            Resource.accelerator: ThreadPoolExecutor(1, thread_name_prefix="caixa-accelerator"),
-        }
+        self._cond = threading.Condition()  # guards the sets below
         self._active: set[str] = set()
-        self._lock = threading.Lock()
+        self._ready = ReadySet(settings.swap_bound)
+        self._cpu_waiting = 0
+        self._swaps = 0
         self._stopping = False
+        self._throughput = Throughput()
+        self._state = StateFile(settings.home, self._snapshot)
+        self._cpu = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="caixa-cpu")
+        self._pools = {
+            lane: WorkerPool(lane, size, self._config(lane), settings.keep_alive, self._state.touch)
+            for lane, size in ((Resource.cpu, settings.cpu_workers), (Resource.accelerator, 1))
+        }
+        self._runs = {lane: self._runner_for(lane) for lane in Resource}
+        self._lane = threading.Thread(
+            target=self._accelerate, name="caixa-accelerator", daemon=True
+        )
+
+    def start(self) -> None:
+        """Open the accelerator lane and show the lanes; once this daemon holds its home."""
+        self._lane.start()
+        self._state.start()
+
+    def _config(self, lane: Resource) -> WorkerConfig:
+        """CPU workers share the cores; the accelerator worker, when it runs on the CPU, keeps
+        to its own share of them, so CPU steps still move while a model works."""
+        cores = len(os.sched_getaffinity(0))
+        accelerator = lane is Resource.accelerator
+        threads = (
+            self.settings.accelerator_threads or max(1, cores // 2)
+            if accelerator
+            else max(1, cores // self.settings.cpu_workers)
+        )
+        return WorkerConfig(
+            lane=lane,
+            device=self.settings.device if accelerator else "cpu",
+            threads=min(threads, cores),
+            pin=accelerator,
+            model_memory=self.settings.model_memory_mb * 2**20,
+            log={
+                "fmt": self.settings.log_format,
+                "level": self.settings.log_level,
+                "journal_socket": self.settings.journal_socket,
+            },
+            sys_path=list(sys.path),
+        )
 
     def submit(self, job_id: str) -> None:
         """Start a job unless it is already in flight; it then runs phase after phase."""
-        with self._lock:
+        with self._cond:
             if job_id in self._active or self._stopping:
                 return
             self._active.add(job_id)
-        self._dispatch(job_id)
+        self._route(job_id, self.runner.lane_of(self.runner.journal.get(job_id)))
 
-    def _dispatch(self, job_id: str) -> None:
-        self._send(job_id, self.runner.lane_of(self.runner.journal.get(job_id)))
-
-    def _send(self, job_id: str, lane: Resource) -> None:
-        try:
-            self._lanes[lane].submit(self._work, job_id, lane)
-        except RuntimeError:  # the lane shut down while stopping; the job resumes next start
+    def _route(self, job_id: str, lane: Resource | None) -> None:
+        """Hand the job's next phase to its lane; None: the job is finished or waits."""
+        if lane is None or self._stopping:
             self._done(job_id)
+        elif lane is Resource.accelerator:
+            try:
+                waiting = self.runner.waiting(job_id)
+            except Exception:  # as in _advance: the next journal poll takes the job again
+                logger.exception("cannot queue job for the accelerator", job=job_id)
+                self._done(job_id)
+                return
+            with self._cond:
+                self._ready.add(waiting)
+                self._cond.notify_all()
+            self._state.touch()
+        else:
+            with self._cond:
+                self._cpu_waiting += 1
+            try:
+                self._cpu.submit(self._work, job_id)
+            except RuntimeError:  # the lane shut down while stopping; the job resumes next start
+                self._done(job_id)
 
-    def _work(self, job_id: str, lane: Resource) -> None:
-        """Run the job's phases while they stay on this lane, then hand it to the next lane."""
+    def _work(self, job_id: str) -> None:
+        """Run the job's phases while they stay on the CPU lane, then hand it on."""
+        with self._cond:
+            self._cpu_waiting -= 1
+        following = self._advance(job_id, Resource.cpu)
+        while following is Resource.cpu and not self._stopping:
+            following = self._advance(job_id, Resource.cpu)
+        self._route(job_id, following)
+
+    def _accelerate(self) -> None:
+        """The accelerator lane: one step at a time, the next one chosen by the policy."""
+        pool = self._pools[Resource.accelerator]
+        while True:
+            with self._cond:
+                while not self._ready and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                chosen = self._ready.take(pool.resident())
+            assert chosen is not None
+            self._route(chosen.job_id, self._advance(chosen.job_id, Resource.accelerator))
+
+    def _advance(self, job_id: str, lane: Resource) -> Resource | None:
         try:
-            following = self.runner.advance(job_id)
-            while following is lane and not self._stopping:
-                following = self.runner.advance(job_id)
+            return self.runner.advance(job_id, self._runs[lane])
         except Exception:
             # The journal or the disk failed under us; the job stays unfinished and the next
             # poll picks it up again.
             logger.exception("job phase crashed", job=job_id)
-            following = None
-        if following is not None and not self._stopping:
-            self._send(job_id, following)
-        else:
-            self._done(job_id)
+            return None
+
+    def _runner_for(self, lane: Resource) -> Callable[[Task], Reply]:
+        pool = self._pools[lane]
+
+        def run(task: Task) -> Reply:
+            started = time.monotonic()
+            reply = pool.run(task, task.timeout or self.settings.step_timeout)
+            self._throughput.record(task.step, time.monotonic() - started)
+            if lane is Resource.accelerator and reply.loaded:
+                self._swaps += len(reply.loaded)
+                logger.info(
+                    "model loaded",
+                    models=reply.loaded,
+                    resident=[r.name for r in reply.resident],
+                    swaps=self._swaps,
+                    **({"gpu_mb": round(reply.gpu_bytes / 2**20)} if reply.gpu_bytes else {}),
+                )
+            return reply
+
+        return run
 
     def _done(self, job_id: str) -> None:
-        with self._lock:
+        with self._cond:
             self._active.discard(job_id)
+        self._state.touch()
         self.wake.set()
 
     def busy(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._active)
 
-    def stop(self) -> None:
-        """Take no new phase; let running ones finish (their jobs resume at the next start)."""
-        self._stopping = True
-        for lane in self._lanes.values():
-            lane.shutdown(wait=True, cancel_futures=True)
+    def _snapshot(self) -> dict[str, Any]:
+        with self._cond:
+            by_model, cpu_waiting = self._ready.by_model(), self._cpu_waiting
+        return {
+            "device": self.settings.device,
+            "keep_alive": self.settings.keep_alive,
+            "swap_bound": self.settings.swap_bound,
+            "lanes": {
+                "accelerator": {
+                    "workers": self._pools[Resource.accelerator].view(),
+                    "waiting": by_model,
+                    "swaps": self._swaps,
+                },
+                "cpu": {"workers": self._pools[Resource.cpu].view(), "waiting": cpu_waiting},
+            },
+            "steps": self._throughput.summary(),
+        }
+
+    def stalled(self) -> str | None:
+        """Why a lane does not answer, or None; the daemon pets systemd's watchdog only while
+        None. A worker is stopped at its step's time limit, so one still busy well past it
+        means the lane itself is stuck."""
+        if not self._lane.is_alive() and not self._stopping:
+            return "the accelerator lane's thread has died"
+        now = time.time()
+        for worker in (w for pool in self._pools.values() for w in pool.workers):
+            task, since = worker.task, worker.busy_since
+            if task is not None and since is not None:
+                limit = (task.timeout or self.settings.step_timeout) + self.settings.stall_seconds
+                if now - since > limit:
+                    return f"worker {worker.name} has run {task.step} for {now - since:.0f} s"
+        return None
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Take no new phase; let running ones finish within `grace` seconds (None: however
+        long). False when some still run: the caller leaves without waiting for them (their
+        workers end with the daemon) and their jobs resume at the next start."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = None if grace is None else time.monotonic() + grace
+        self._lane.join(grace)
+        closing = threading.Thread(
+            target=self._cpu.shutdown, kwargs={"cancel_futures": True}, daemon=True
+        )
+        closing.start()
+        closing.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self._lane.is_alive() or closing.is_alive():
+            return False
+        for pool in self._pools.values():
+            pool.close()
+        self._state.close()
+        return True

@@ -7,9 +7,9 @@ scheduler's lanes; this module knows nothing about threads.
 
 from __future__ import annotations
 
-import errno
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,9 @@ from caixa import __version__, filetypes, log
 from caixa.daemon import outputs
 from caixa.daemon.fsutil import free_name
 from caixa.daemon.journal import Job, Journal, State
+from caixa.daemon.policy import Waiting
+from caixa.daemon.pool import RemoteStepError
+from caixa.daemon.procs import Reply, Task, describe
 from caixa.daemon.workarea import WorkArea
 from caixa.errors import InputError, StepError, is_transient
 from caixa.pipelines.base import Artifact, Resource, StepInput
@@ -27,6 +30,9 @@ from caixa.pipelines.metadata import sha256_of
 from caixa.pipelines.registry import StepRegistry, StepUnavailableError
 
 logger = log.get("caixa.job")
+
+# Runs one step in a worker process of the lane that took it; raises when the step fails.
+StepRun = Callable[[Task], Reply]
 
 
 @dataclass(frozen=True)
@@ -69,16 +75,34 @@ class JobRunner:
         found = self.registry.availability(job.steps[idx]["name"])
         return found.step.resource if found.step is not None else Resource.cpu
 
-    def advance(self, job_id: str) -> Resource | None:
-        """Run the job's next phase; return the lane of the phase after it, or None when the
-        job is finished or waits (a retry delay)."""
+    def waiting(self, job_id: str) -> Waiting:
+        """The job as the accelerator lane's policy sees it: the model its next step would
+        load, and its rule's priority."""
+        job = self.journal.get(job_id)
+        spec = job.steps[job.step]
+        return Waiting(job.id, self._model_of(spec), spec.get("priority", 0))
+
+    def _model_of(self, spec: dict[str, Any]) -> str | None:
+        step = self.registry.availability(spec["name"]).step
+        model_of = getattr(step, "model_of", None)  # a third-party step may not have one
+        if model_of is None:
+            return None
+        try:
+            return model_of(step.Params.model_validate(spec["params"]))
+        except Exception as exc:  # the step will say what is wrong when it runs
+            logger.warning("model_of failed", step=spec["name"], error=str(exc))
+            return None
+
+    def advance(self, job_id: str, run: StepRun) -> Resource | None:
+        """Run the job's next phase (a step through `run`); return the lane of the phase after
+        it, or None when the job is finished or waits (a retry delay)."""
         job = self.journal.get(job_id)
         with bound_contextvars(job=job.id, rule=job.rule):
             match job.state:
                 case State.claiming:
                     return self._admit(job)
                 case State.queued | State.running if job.step < len(job.steps):
-                    return self._run_step(job)
+                    return self._run_step(job, run)
                 case State.queued | State.running | State.publishing:
                     return self._publish(job)
                 case State.settling:
@@ -105,7 +129,7 @@ class JobRunner:
         logger.info("queued", size=size, media_type=media_type, steps=len(job.steps))
         return self._step_lane(job, 0)
 
-    def _run_step(self, job: Job) -> Resource | None:
+    def _run_step(self, job: Job, run: StepRun) -> Resource | None:
         idx, spec = job.step, job.steps[job.step]
         name = spec["name"]
         with bound_contextvars(step=name):
@@ -123,12 +147,22 @@ class JobRunner:
                     home=self.home,
                     fields=self._fields(job.id),
                 )
+                task = Task(
+                    name,
+                    params.model_dump(mode="json"),
+                    job_input,
+                    self._model_of(spec),
+                    timeout=spec.get("timeout"),
+                    cpu_fallback=spec.get("cpu_fallback", False),
+                )
                 self.journal.start_step(job.id, idx, name)
                 started = time.monotonic()
-                result = step_cls().run(job_input, params)
+                done = run(task)
                 seconds = time.monotonic() - started
             except Exception as exc:
                 return self._step_failed(job, name, exc)
+            result = done.result
+            assert result is not None
             self.journal.finish_step(
                 job.id,
                 idx,
@@ -139,14 +173,22 @@ class JobRunner:
                     "fields": result.fields,
                     "params": spec["params"],
                     "resource": step_cls.resource,
+                    "device": done.device,
+                    "notes": done.notes,
                     "seconds": round(seconds, 6),
                 },
             )
-            logger.info("step done", seconds=round(seconds, 3), outputs=len(result.artifacts))
+            logger.info(
+                "step done",
+                seconds=round(seconds, 3),
+                outputs=len(result.artifacts),
+                device=done.device,
+                **({"notes": done.notes} if done.notes else {}),
+            )
         return self._step_lane(job, idx + 1)
 
     def _step_failed(self, job: Job, name: str, exc: Exception) -> Resource | None:
-        if is_transient(exc) and job.attempts + 1 < self.max_attempts:
+        if _transient(exc) and job.attempts + 1 < self.max_attempts:
             delay = self.retry_backoff * 2**job.attempts
             self.journal.retry_later(job.id, job.attempts + 1, self._error(job, name, exc), delay)
             logger.warning(
@@ -224,14 +266,18 @@ class JobRunner:
         logger.error("job failed", step=where, error=error["message"], kind=error["error"])
 
     def _error(self, job: Job, where: str, exc: BaseException) -> dict[str, Any]:
-        expected = isinstance(exc, StepError | StepUnavailableError | OSError)
+        if isinstance(exc, RemoteStepError):  # raised in a worker process
+            kind, expected, trace = exc.failure.kind, exc.failure.expected, exc.failure.traceback
+        else:
+            kind, trace = type(exc).__name__, traceback.format_exception(exc)[-3:]
+            expected = isinstance(exc, StepError | StepUnavailableError | OSError)
         return {
             "job": job.id,
             "file": job.name,
             "inbox": str(job.inbox),
             "rule": job.rule,
             "step": where,
-            "error": type(exc).__name__,
+            "error": kind,
             "message": describe(exc),
             "when": outputs.now_iso(),
             "attempts": job.attempts + 1,
@@ -239,7 +285,7 @@ class JobRunner:
                 f"Fix the cause, then move the file back into {(job.inbox / job.rel).parent}"
                 f" or run: caixa retry {job.id}"
             ),
-            **({} if expected else {"traceback": traceback.format_exception(exc)[-3:]}),
+            **({} if expected else {"traceback": trace}),
         }
 
     def _artifacts(self, job_id: str) -> list[Artifact]:
@@ -264,6 +310,8 @@ class JobRunner:
                 "name": run.name,
                 "params": run.result["params"],
                 "resource": run.result["resource"],
+                "device": run.result.get("device", "cpu"),
+                **({"notes": run.result["notes"]} if run.result.get("notes") else {}),
                 "started_at": outputs.now_iso(run.started_at),
                 "seconds": run.result["seconds"],
                 "models": run.result["models"],
@@ -297,10 +345,7 @@ class JobRunner:
         }
 
 
-def describe(exc: BaseException) -> str:
-    """A sentence a user can act on, not a repr."""
-    if isinstance(exc, PermissionError):
-        return f"cannot read the file: permission denied ({exc.filename or ''})".replace(" ()", "")
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return "the disk is full; free some space, then retry"
-    return str(exc) or type(exc).__name__
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, RemoteStepError):
+        return exc.failure.transient
+    return is_transient(exc)

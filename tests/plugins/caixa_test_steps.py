@@ -4,12 +4,14 @@ points of the dist-info beside this file, exactly as an installed plugin is."""
 from __future__ import annotations
 
 import errno
+import os
 import time
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from caixa import models
 from caixa.errors import StepError
 from caixa.pipelines.base import (
     Artifact,
@@ -80,3 +82,49 @@ class NeedsMissing(BaseStep):
 
     def run(self, job: StepInput, params: object) -> StepResult:
         raise AssertionError("never runs")
+
+
+class WeightsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = "alpha"
+    megabytes: int = 8  # what its model holds in memory once loaded
+    load_seconds: float = 0.05  # what loading it costs
+    seconds: float = 0.01  # what each use costs
+
+
+class WeightsStep(BaseStep):
+    """An accelerator step with a model of its own, loaded through caixa's model cache: the
+    load takes real memory and time, as a real model's does, and the step says whether this
+    run had to load it."""
+
+    name: ClassVar[str] = "weights"
+    resource: ClassVar[Resource] = Resource.accelerator
+    Params: ClassVar[type[BaseModel]] = WeightsParams
+
+    @classmethod
+    def model_of(cls, params: WeightsParams) -> str:
+        return params.model
+
+    @classmethod
+    def lighter(cls, params: WeightsParams) -> WeightsParams:
+        """Settings that need less memory, for a retry after running out of it."""
+        return params.model_copy(update={"megabytes": 1})
+
+    def run(self, job: StepInput, params: WeightsParams) -> StepResult:
+        start = time.time()
+        loads: list[float] = []
+
+        def load() -> bytearray:
+            time.sleep(params.load_seconds)
+            loads.append(time.time())
+            return bytearray(b"\x01") * (params.megabytes * 2**20)  # written, so resident
+
+        weights = models.load(f"weights:{params.model}:{params.megabytes}", load)
+        time.sleep(params.seconds)
+        out = job.workdir / "used.txt"
+        out.write_text(f"{params.model} {len(weights)}\n")
+        return StepResult(
+            [Artifact(f"{job.stem}.used.txt", out, "text/plain")],
+            data={"start": start, "end": time.time(), "loaded": bool(loads), "pid": os.getpid()},
+            models=[params.model],
+        )

@@ -1,0 +1,157 @@
+"""The lanes as the running daemon sees them, for `caixa status`: a small JSON file in its home.
+
+Jobs live in the journal; this file holds only what exists while the daemon runs (its worker
+processes, the models they hold, the accelerator queue by model, swaps, recent throughput).
+It is replaced atomically at most a few times a second, and removed when the daemon stops;
+a file left by a daemon that was killed names a pid that no longer runs, and reads as None.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from caixa.daemon.fsutil import temp_name
+
+STATE_FILE = "lanes.json"
+RECENT_SECONDS = 600.0  # the window of "recent throughput"
+WRITE_EVERY = 0.2
+
+
+class Throughput:
+    """Steps finished lately, by name. Thread-safe."""
+
+    def __init__(self, window: float = RECENT_SECONDS) -> None:
+        self.window = window
+        self.since = time.time()
+        self._done: deque[tuple[float, str, float]] = deque()
+        self._lock = threading.Lock()
+
+    def record(self, step: str, seconds: float) -> None:
+        with self._lock:
+            self._done.append((time.time(), step, seconds))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        now = time.time()
+        with self._lock:
+            while self._done and self._done[0][0] < now - self.window:
+                self._done.popleft()
+            done = list(self._done)
+        minutes = min(self.window, now - self.since) / 60
+        out: dict[str, dict[str, float]] = {}
+        for _, step, seconds in done:
+            entry = out.setdefault(step, {"count": 0, "seconds": 0.0})
+            entry["count"] += 1
+            entry["seconds"] += seconds
+        for entry in out.values():
+            entry["per_minute"] = round(entry["count"] / max(minutes, 1 / 60), 2)
+            entry["seconds"] = round(entry["seconds"] / entry["count"], 3)  # mean per step
+        return out
+
+
+class StateFile:
+    """Writes `snapshot()` to the home's state file soon after each `touch()`, from its own
+    thread, so the lanes never wait on the disk."""
+
+    def __init__(self, home: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.path = home / STATE_FILE
+        self.snapshot = snapshot
+        self._dirty = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="caixa-state", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.touch()
+
+    def touch(self) -> None:
+        self._dirty.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._closed:
+                return
+            self._dirty.clear()
+            with contextlib.suppress(OSError):  # a view only: the next change writes it again
+                self._write()
+            time.sleep(WRITE_EVERY)
+
+    def _write(self) -> None:
+        data = {"pid": os.getpid(), "updated_at": time.time(), **self.snapshot()}
+        tmp = self.path.with_name(temp_name(self.path.name))
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._closed = True
+        self._dirty.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+
+def read(home: Path) -> dict[str, Any] | None:
+    """The running daemon's lanes, or None when no daemon runs on this home."""
+    try:
+        data = json.loads((home / STATE_FILE).read_text())
+        os.kill(data["pid"], 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data
+
+
+def describe(data: dict[str, Any] | None, now: float | None = None) -> list[str]:
+    """The lanes in a few lines for a person: what each worker does and holds, and what waits."""
+    if data is None:
+        return ["lanes: no daemon runs on this home"]
+    now = time.time() if now is None else now
+    lines = [
+        f"daemon: pid {data['pid']}, models kept {data['keep_alive']:g} s after use,"
+        f" swap bound {data['swap_bound']} steps"
+    ]
+    for lane, info in data["lanes"].items():
+        workers = info["workers"]
+        waiting = info["waiting"]
+        if isinstance(waiting, dict):
+            queue = ", ".join(f"{m} {n}" for m, n in sorted(waiting.items())) or "nothing"
+            tail = f"waiting: {queue}; {info['swaps']} model loads so far"
+        else:
+            tail = f"{waiting} waiting"
+        restarts = sum(w["restarts"] for w in workers)
+        lines.append(f"{lane} lane: {tail}; {restarts} worker restarts")
+        for w in workers:
+            lines.append("  " + _worker_line(w, now))
+    if data["steps"]:
+        lines.append(f"steps done in the last {RECENT_SECONDS / 60:g} min:")
+    for step, s in sorted(data["steps"].items()):
+        lines.append(f"  {step}: {s['count']} ({s['per_minute']:g}/min, {s['seconds']:.3g} s each)")
+    return lines
+
+
+def _worker_line(w: dict[str, Any], now: float) -> str:
+    if w["pid"] is None:
+        return f"{w['name']}: not started"
+    threads = f"{w['threads']} thread{'s' if w['threads'] > 1 else ''}"
+    where = f"{w['device'] or 'starting'}, {threads}"
+    doing = "idle"
+    if w["job"]:
+        model = f", model {w['model']}" if w["model"] else ""
+        doing = f"running {w['step']} for job {w['job']}{model} ({now - w['busy_since']:.0f} s)"
+    held = [
+        f"{r['model']} (loaded {now - r['loaded_at']:.0f} s ago"
+        + (f", {r['size'] / 2**20:.0f} MB" if r["size"] else "")
+        + ")"
+        for r in w["resident"]
+    ]
+    holds = f"; holds {', '.join(held)}" if held else ""
+    gpu = f"; GPU {w['gpu_bytes'] / 2**20:.0f} MB" if w["gpu_bytes"] is not None else ""
+    return f"{w['name']} pid {w['pid']} ({where}): {doing}{holds}{gpu}"

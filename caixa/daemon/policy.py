@@ -1,0 +1,82 @@
+"""The order in which waiting accelerator steps get the lane: few model swaps, none starved.
+
+Loading a model is the slow part of a small GPU's work (seconds for a diffusion model or an
+LLM, against tenths of a second for one image), so the lane keeps serving the model it has
+loaded while such work waits. The bound keeps that from starving anyone: once the oldest
+waiting step has seen `bound` other steps start since the lane last changed model, it goes
+next, whatever its model. Counting from the last change (not from its arrival) matters under a
+backlog: everything there has waited long, and counting from arrival would make every pick a
+swap again. So a full backlog is served in runs of `bound` steps per model: at most one swap
+per `bound` steps, plus one per model. Rule priorities come before all of this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A job whose next step needs the accelerator."""
+
+    job_id: str
+    model: str | None  # what the step would load (`model_of`); None: no model to swap
+    priority: int = 0  # the rule's; higher goes first
+
+
+@dataclass
+class _Entry:
+    item: Waiting
+    seq: int  # arrival order
+    arrived: int  # the lane's pick count when it arrived
+
+
+@dataclass
+class ReadySet:
+    """Waiting accelerator steps and the policy that picks the next. Not thread-safe: the
+    scheduler holds its lock around every call. `bound` 0 is first come, first served."""
+
+    bound: int
+    _entries: list[_Entry] = field(default_factory=list)
+    _seq: int = 0
+    _picks: int = 0
+    _changed_at: int = 0  # the pick count when the lane last changed model
+
+    def add(self, item: Waiting) -> None:
+        self._entries.append(_Entry(item, self._seq, self._picks))
+        self._seq += 1
+
+    def take(self, resident: Collection[str]) -> Waiting | None:
+        """The next step to run, given the models the accelerator worker holds now."""
+        if not self._entries:
+            return None
+        top = max(e.item.priority for e in self._entries)
+        ranked = [e for e in self._entries if e.item.priority == top]  # oldest first
+        head = ranked[0]
+        chosen = head
+        if not _fits(head.item, resident):
+            same = next((e for e in ranked if _fits(e.item, resident)), None)
+            waited = self._picks - max(head.arrived, self._changed_at)
+            if same is not None and waited < self.bound:
+                chosen = same
+        if not _fits(chosen.item, resident):
+            self._changed_at = self._picks
+        self._picks += 1
+        self._entries.remove(chosen)
+        return chosen.item
+
+    def by_model(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for e in self._entries:
+            key = e.item.model or "(no model)"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _fits(item: Waiting, resident: Collection[str]) -> bool:
+    """Whether the step runs without loading another model."""
+    return item.model is None or item.model in resident
