@@ -1,21 +1,37 @@
-"""structlog set-up: JSON lines when not on a terminal (journald, files), readable lines on one."""
+"""structlog set-up: records with their own fields to journald under systemd, JSON lines
+elsewhere off a terminal (files), readable lines on one."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
 
 import structlog
 
+from caixa import journald
 
-def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+
+def configure(
+    fmt: Literal["auto", "json", "console", "journal"] = "auto",
+    level: str = "info",
+    journal_socket: Path = Path("/run/systemd/journal/socket"),
+) -> None:
+    to_journal = fmt == "journal" or (fmt == "auto" and journald.stderr_is_journal())
+    use_json = to_journal or fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor
+    factory: Callable[..., Any]
+    if to_journal:  # the journal logger makes the record's fields itself
+        renderer, factory = _as_is, _shared(journald.JournalLogger(journal_socket))
+    else:
+        renderer = (
+            structlog.processors.JSONRenderer()
+            if use_json
+            else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        )
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     # watchdog's inotify emitter logs an "error" on every clean shutdown; events are only hints
     # (scans are the truth), so its chatter is kept out of the user's log.
     logging.getLogger("watchdog").setLevel(logging.CRITICAL)
@@ -28,9 +44,17 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def _as_is(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    return event
+
+
+def _shared(logger: Any) -> Callable[..., Any]:
+    return lambda *_: logger
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:

@@ -1,4 +1,9 @@
-"""The daemon: watcher -> rules -> claim -> journal -> scheduler, in one loop."""
+"""The daemon: watcher -> rules -> claim -> journal -> scheduler, in one loop.
+
+Its life under systemd: READY once the first scan is taken, rules reloaded on SIGHUP or when
+the rules file changes (an invalid file keeps the old rules), and on SIGTERM no new file taken,
+running steps given `stop_timeout` to finish, the rest left to resume at the next start, exit 0.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +19,22 @@ from pathlib import Path
 
 from caixa import log
 from caixa.daemon.fsutil import durable_move
+from caixa.daemon.health import Supervisor
 from caixa.daemon.journal import TERMINAL, Claim, Journal, State
+from caixa.daemon.notify import Notifier
 from caixa.daemon.outputs import archive_target, write_error
 from caixa.daemon.scheduler import Scheduler
 from caixa.daemon.watcher import Watcher
 from caixa.daemon.workarea import WorkArea
 from caixa.daemon.workers import JobRunner, Places
-from caixa.errors import HomeLockedError
+from caixa.errors import HomeLockedError, RulesError
 from caixa.pipelines.registry import StepRegistry
 from caixa.rules import RuleSet
+from caixa.rules import load as load_rules
 from caixa.settings import Settings
 
 logger = log.get("caixa.daemon")
-JOURNAL_POLL_SECONDS = 1.0  # how soon a `caixa retry` from another process is noticed
+JOURNAL_POLL_SECONDS = 1.0  # how soon a `caixa retry` (another process) or a rules edit is noticed
 
 
 @dataclass
@@ -61,6 +69,7 @@ class Daemon:
     def __init__(self, settings: Settings, rules: RuleSet, registry: StepRegistry) -> None:
         self.settings = settings
         self.rules = rules
+        self.registry = registry
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.progress = Progress()
@@ -76,52 +85,94 @@ class Daemon:
             settings.retry_backoff,
             settings.home,
         )
-        self.scheduler = Scheduler(self.runner, settings.cpu_workers, self.wake)
+        self.scheduler = Scheduler(self.runner, settings, self.wake)
         self.watcher = Watcher(
             rules.inboxes(),
             settings,
-            excluded=[settings.home, rules.outputs, rules.processed, rules.failed],
+            excluded=self._excluded(rules),
             on_refuse=self._refuse,
             wake=self.wake,
         )
+        self.supervisor = Supervisor(
+            Notifier.from_env(),
+            {
+                "watcher": lambda: self.watcher.stalled(settings.stall_seconds),
+                "scheduler": self.scheduler.stalled,
+            },
+            self._status,
+        )
+        self.rules_problem: str | None = None  # why the rules file on disk is not the one used
+        self._reload_asked = False
+        self._rules_loaded = self._rules_last = self._rules_key()
+
+    def _excluded(self, rules: RuleSet) -> list[Path]:
+        return [self.settings.home, rules.outputs, rules.processed, rules.failed]
 
     def run(self, once: bool = False, on_tick: Callable[[Daemon], None] | None = None) -> Progress:
         with home_lock(self.settings.home):
             self._install_signals()
+            self._check_usable(self.rules)
             self.recover()
+            self.scheduler.start()
             self.watcher.start()
             try:
                 self._loop(once, on_tick)
             finally:
-                self.watcher.stop()
-                self.scheduler.stop()
-                self.journal.close()
+                finished = self._shutdown()
+        if not finished:
+            # Steps still run, and the interpreter would wait at exit for the lane threads that
+            # wait on them. Leaving now is what a crash does, which the journal is built for:
+            # their workers end with the daemon; their jobs resume at that step at next start.
+            os._exit(0)
         return self.progress
 
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
 
+    def ask_reload(self) -> None:
+        self._reload_asked = True
+        self.wake.set()
+
     def _install_signals(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.stop())
+                signal.signal(sig, self._on_stop_signal)
+            signal.signal(signal.SIGHUP, lambda *_: self.ask_reload())  # systemctl reload
+
+    def _on_stop_signal(self, *_: object) -> None:
+        if self.stopping.is_set():  # asked again (Ctrl-C twice): leave now, as a crash would
+            os.write(2, b"caixa: stopping now; running steps resume at the next start\n")
+            os._exit(0)
+        self.stop()
 
     def _loop(self, once: bool, on_tick: Callable[[Daemon], None] | None) -> None:
         self.watcher.scan()
         now = time.monotonic()
         next_scan = now + self.settings.scan_interval
         next_poll = now + self.settings.poll_interval
-        next_journal = now
+        next_journal = next_tick = now
+        ready_at: float | None = None
         logger.info("watching", inboxes=[str(p) for p in self.rules.inboxes()], once=once)
         while not self.stopping.is_set():
             self.wake.clear()
             now = time.monotonic()
             self.take(self.watcher.due(now))
+            if ready_at is None:  # what the first scan found is due by then, unless still written
+                ready_at = now + self.settings.settle_seconds
+            if not self.supervisor.ready and (now >= ready_at or not self.watcher.pending()):
+                self.supervisor.mark_ready()
+                logger.info("ready", jobs_in_flight=self.scheduler.busy())
+            if self._reload_asked:
+                self._reload_asked = False
+                self.reload("SIGHUP")
             if now >= next_journal:
                 for job_id in self.journal.ready(time.time()):
                     self.scheduler.submit(job_id)
+                self._notice_rules_change()
                 next_journal = now + JOURNAL_POLL_SECONDS
+            if now >= next_tick:
+                next_tick = self.supervisor.tick(now)
             if now >= next_scan:
                 self.watcher.scan()
                 next_scan = now + self.settings.scan_interval
@@ -132,13 +183,106 @@ class Daemon:
                 on_tick(self)
             if once and self._drained():
                 return
-            deadlines = [next_journal, next_scan]
+            deadlines = [next_journal, next_scan, next_tick]
             if self.watcher.polled:
                 deadlines.append(next_poll)
             due = self.watcher.next_due()
             if due is not None:
                 deadlines.append(due)
             self.wake.wait(max(0.0, min(deadlines) - time.monotonic()))
+
+    def _shutdown(self) -> bool:
+        """Take no new file; give running steps `stop_timeout` to finish. False when some still
+        run: their jobs resume at the next start."""
+        in_flight = self.scheduler.busy()
+        self.supervisor.stopping(in_flight)
+        self.watcher.stop()
+        if in_flight:
+            logger.info(
+                "stopping: running steps may finish",
+                jobs_in_flight=in_flight,
+                grace=self.settings.stop_timeout,
+            )
+        finished = self.scheduler.stop(self.settings.stop_timeout)
+        if finished:
+            self.journal.close()
+        else:
+            logger.warning(
+                "stopping with steps still running; their jobs resume at the next start",
+                grace=self.settings.stop_timeout,
+            )
+        logger.info("stopped")
+        return finished
+
+    def _status(self) -> str:
+        """The queue in a line, for `systemctl status`."""
+        n = self.journal.counts()
+        queued = n.get(State.claiming, 0) + n.get(State.queued, 0)
+        running = sum(n.get(s, 0) for s in (State.running, State.publishing, State.settling))
+        line = f"{queued} queued, {running} running, {n.get(State.done, 0)} done"
+        line += f", {n.get(State.failed, 0)} failed"
+        if n.get(State.duplicate):
+            line += f", {n[State.duplicate]} duplicates"
+        if self.rules_problem:
+            line += f"; rules file invalid, old rules kept: {self.rules_problem}"
+        return line
+
+    # --- reloading the rules --------------------------------------------------------------
+
+    def _rules_key(self) -> tuple[int, ...] | None:
+        try:
+            st = self.rules.source.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _notice_rules_change(self) -> None:
+        """Reload once the rules file has changed and then kept still for one look: an editor
+        may still be writing it."""
+        key = self._rules_key()
+        if key != self._rules_loaded and key == self._rules_last:
+            self.reload("the rules file changed")
+        self._rules_last = key
+
+    def reload(self, why: str) -> None:
+        """Read the rules again. A valid file applies to the next file taken (jobs already
+        claimed keep the plan they were claimed with); an invalid one is reported with its
+        file:line and key, and the old rules keep running."""
+        self.supervisor.reloading()
+        self._rules_loaded = self._rules_last = self._rules_key()
+        try:
+            new = load_rules(self.rules.source, self.registry)
+            self._check_usable(new)
+        except (RulesError, OSError, UnicodeError) as exc:
+            self.rules_problem = str(exc).splitlines()[0]
+            logger.error("rules not reloaded; the old rules keep running", why=why, error=str(exc))
+        else:
+            before = set(self.rules.inboxes())
+            self.rules = new
+            self.rules_problem = None
+            self.runner.places = Places(new.outputs, new.processed, new.failed)
+            self.watcher.retarget(new.inboxes(), self._excluded(new))
+            self.watcher.scan()
+            logger.info(
+                "rules reloaded",
+                why=why,
+                rules=[r.name for r in new.rules],
+                inboxes_added=sorted(str(p) for p in set(new.inboxes()) - before),
+                inboxes_dropped=sorted(str(p) for p in before - set(new.inboxes())),
+            )
+        self.supervisor.reloaded()
+
+    def _check_usable(self, rules: RuleSet) -> None:
+        """Refuse rules whose folders this process cannot write: under systemd the service may
+        write only where its unit lets it (ReadWritePaths)."""
+        for folder in [*rules.inboxes(), rules.outputs, rules.processed, rules.failed]:
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            if not os.access(existing, os.W_OK):
+                raise RulesError(
+                    f"{rules.source}: caixa cannot write {folder} (as user {os.getuid()});"
+                    " give it access, or under systemd run `caixa install-service` again"
+                    " and restart (the unit opens the rules' folders)"
+                )
 
     def _drained(self) -> bool:
         """Nothing left for a --once run: no candidate, nothing in flight, no unfinished job."""

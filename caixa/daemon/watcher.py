@@ -27,6 +27,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+from watchdog.observers.api import ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
@@ -93,19 +94,60 @@ class Watcher:
         # full events: a file renamed in from an unwatched folder arrives as a move, not a
         # creation, so it is known to be complete at once
         self._observer = InotifyObserver(generate_full_events=True)
+        self._handler = _Handler(self)
+        self._watches: dict[Path, ObservedWatch] = {}
+        self._probe = _Probe(settings.home / "watcher-probe")
 
     # --- events (observer thread) ---------------------------------------------------------
 
     def start(self) -> None:
-        handler = _Handler(self)
         for inbox, (recursive, poll) in self.inboxes.items():
-            inbox.mkdir(parents=True, exist_ok=True)
-            if poll or is_network(inbox):
-                self.polled.add(inbox)
-                logger.info("inbox polled", inbox=str(inbox), every=self.settings.poll_interval)
-            else:
-                self._observer.schedule(handler, str(inbox), recursive=recursive)
+            self._watch(inbox, recursive, poll)
+        self._probe.folder.mkdir(parents=True, exist_ok=True)
+        self._observer.schedule(self._probe, str(self._probe.folder))
         self._observer.start()
+
+    def _watch(self, inbox: Path, recursive: bool, poll: bool) -> None:
+        inbox.mkdir(parents=True, exist_ok=True)
+        if poll or is_network(inbox):
+            self.polled.add(inbox)
+            logger.info("inbox polled", inbox=str(inbox), every=self.settings.poll_interval)
+        else:
+            self._watches[inbox] = self._observer.schedule(
+                self._handler, str(inbox), recursive=recursive
+            )
+
+    def retarget(self, inboxes: dict[Path, tuple[bool, bool]], excluded: Iterable[Path]) -> None:
+        """Watch the inboxes of reloaded rules: new ones are watched, removed ones dropped, and
+        files left alone under the old rules are looked at again by the next scan. A watch that
+        died (its folder was removed) is made anew."""
+        for inbox, how in self.inboxes.items():
+            watch = self._watches.get(inbox)
+            if inboxes.get(inbox) != how or (watch is not None and not self._emitting(watch)):
+                self.polled.discard(inbox)
+                if watch is not None:
+                    self._observer.unschedule(self._watches.pop(inbox))
+        for inbox, (recursive, poll) in inboxes.items():
+            if inbox not in self._watches and inbox not in self.polled:
+                self._watch(inbox, recursive, poll)
+        self.inboxes = inboxes
+        self.excluded = [Path(os.path.realpath(p)) for p in excluded]
+        self._settled = {}
+        with self._lock:
+            self._cands = {p: c for p, c in self._cands.items() if self._inbox_of(p)}
+
+    def stalled(self, bound: float) -> str | None:
+        """Why the watcher does not answer, or None. Events are only hints, yet a watcher that
+        died quietly would leave the daemon seeing new files only at each scan: half blind."""
+        if not self._observer.is_alive():
+            return "the watcher thread has died"
+        lost = [str(w) for w, watch in self._watches.items() if not self._emitting(watch)]
+        if lost:
+            return f"no longer watching {', '.join(lost)} (removed or unmounted?)"
+        return self._probe.stalled(bound)
+
+    def _emitting(self, watch: ObservedWatch) -> bool:
+        return any(e.watch == watch and e.is_alive() for e in self._observer.emitters)
 
     def stop(self) -> None:
         self._observer.stop()
@@ -242,6 +284,31 @@ class Watcher:
     def pending(self) -> int:
         with self._lock:
             return len(self._cands)
+
+
+class _Probe(FileSystemEventHandler):
+    """A file in the home, opened for writing now and then: its event must come back through
+    the observer's threads (the inotify reader and the dispatcher) that every inbox event takes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.sent: float | None = None
+        self.answered = 0.0
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        self.answered = time.monotonic()
+
+    def stalled(self, bound: float) -> str | None:
+        now = time.monotonic()
+        if self.sent is not None and self.answered < self.sent:
+            waited = now - self.sent
+            return f"no event has come through for {waited:.0f} s" if waited > bound else None
+        self.sent = now
+        try:  # opened for writing and closed: an IN_CLOSE_WRITE event, and no disk write
+            os.close(os.open(self.folder / "probe", os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError as exc:
+            return f"cannot write its probe in the home: {exc}"
+        return None
 
 
 class _Handler(FileSystemEventHandler):

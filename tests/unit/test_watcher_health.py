@@ -1,0 +1,90 @@
+"""The watcher answers for itself: a probe event must come back through its threads, and a
+watch that died (its folder removed) is noticed, then made anew by a reload."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from caixa.daemon.watcher import Watcher
+from caixa.settings import Settings
+
+
+def eventually(what: Callable[[], object], timeout: float = 5) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := what():
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_stuck_event_handler_is_seen_and_so_is_its_recovery(tmp_path: Path) -> None:
+    """The journal's write lock can be held by another process for up to its busy timeout;
+    an event handler waiting on it holds up every event behind it."""
+    inbox = tmp_path / "in"
+    stuck, unstuck = threading.Event(), threading.Event()
+
+    def refuse(path: Path, reason: str) -> None:
+        stuck.set()
+        unstuck.wait(30)
+
+    watcher = Watcher(
+        {inbox: (True, False)},
+        Settings(home=tmp_path / "home"),
+        excluded=[tmp_path / "home"],
+        on_refuse=refuse,
+        wake=threading.Event(),
+    )
+    watcher.start()
+    try:
+        for _ in range(3):  # each look sends a probe once the last one came back
+            assert watcher.stalled(bound=0.5) is None
+            time.sleep(0.6)
+
+        # a folder with a fifo moved in: the event thread scans it, and waits in on_refuse
+        (tmp_path / "new").mkdir()
+        os.mkfifo(tmp_path / "new" / "pipe")
+        (tmp_path / "new").rename(inbox / "new")
+        assert stuck.wait(5)
+        watcher.stalled(bound=0.5)
+        why = eventually(lambda: watcher.stalled(bound=0.5))
+        assert str(why).startswith("no event has come through for ")
+
+        unstuck.set()
+        eventually(lambda: watcher.stalled(bound=0.5) is None)
+    finally:
+        unstuck.set()
+        watcher.stop()
+
+
+def test_a_removed_inbox_is_no_longer_watched_until_the_rules_are_reloaded(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "in"
+    wake = threading.Event()
+    watcher = Watcher(
+        {inbox: (False, False)},
+        Settings(home=tmp_path / "home"),
+        excluded=[tmp_path / "home"],
+        on_refuse=lambda p, r: None,
+        wake=wake,
+    )
+    watcher.start()
+    try:
+        shutil.rmtree(inbox)
+        why = eventually(lambda: watcher.stalled(bound=5))
+        assert why == f"no longer watching {inbox} (removed or unmounted?)"
+
+        watcher.retarget({inbox: (False, False)}, [tmp_path / "home"])
+        assert watcher.stalled(bound=5) is None
+        wake.clear()
+        (inbox / "a.txt").write_text("seen by the new watch\n")
+        assert wake.wait(5)
+        assert watcher.pending() == 1
+    finally:
+        watcher.stop()
