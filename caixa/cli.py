@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,14 +14,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from caixa import log, offline, rules
+from caixa import install, log, offline, rules
 from caixa import search as searching
+from caixa.daemon import lanestate
 from caixa.daemon.journal import TERMINAL, Job, Journal, State
 from caixa.daemon.outputs import error_file
 from caixa.daemon.service import Daemon
 from caixa.daemon.watcher import TEMP_PATTERNS, is_temp_name
 from caixa.daemon.workarea import WorkArea
-from caixa.errors import CaixaError, JobNotFoundError
+from caixa.errors import CaixaError, ExitCode, JobNotFoundError
 from caixa.pipelines.registry import default_registry
 from caixa.settings import Settings
 
@@ -55,7 +57,7 @@ def run(
 ) -> None:
     """Run the daemon in the foreground."""
     settings = _settings(rules_path, home)
-    log.configure(settings.log_format, settings.log_level)
+    log.configure(settings.log_format, settings.log_level, settings.journal_socket)
     ruleset = rules.load(settings.rules)
     daemon = Daemon(settings, ruleset, default_registry())
     before = daemon.journal.counts()
@@ -131,6 +133,9 @@ def explain(file: Path, rules_path: RulesOpt = None) -> None:
     if is_temp_name(file.name):
         out.print(f"{file}: caixa ignores hidden and temporary names ({', '.join(TEMP_PATTERNS)})")
         raise typer.Exit(1)
+    if not file.is_file():
+        err.print(f"caixa: {file}: no such file (explain reads its content to tell its type)")
+        raise typer.Exit(ExitCode.not_found)
     verdict = ruleset.decide(file.absolute())
     for reason in verdict.reasons:
         out.print(f"  not {reason}")
@@ -160,6 +165,7 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     running = journal.jobs(State.running)
     failures = journal.jobs(State.failed, limit=10, newest_first=True)
     refused = journal.refusals(10)
+    lanes = lanestate.read(journal.path.parent)
     if as_json:
         print(
             json.dumps(
@@ -168,12 +174,15 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
                     "running": [_job_json(j) for j in running],
                     "recent_failures": [_job_json(j) for j in failures],
                     "refused": [{"path": p, "reason": r} for p, r, _ in refused],
+                    "lanes": lanes,
                 },
                 indent=2,
             )
         )
         return
     out.print("jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
+    for line in lanestate.describe(lanes):
+        out.print(line, markup=False)
     for job in running:
         since = time.time() - job.updated_at
         out.print(
@@ -318,6 +327,93 @@ def _hit_json(hit: searching.Hit) -> dict[str, Any]:
         "job": hit.document.job_id,
         "rule": hit.document.rule,
     }
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="a question, PT or EN")],
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=50, help="index passages to answer from")
+    ] = 5,
+    model: Annotated[
+        str | None,
+        typer.Option(help="packaged model or GGUF path; with --server, the server's model"),
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible API, e.g. http://127.0.0.1:11434/v1")
+    ] = None,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", min=256, help="context tokens")] = 4096,
+    max_tokens: Annotated[int, typer.Option(min=1, help="longest answer, in tokens")] = 512,
+    as_json: JsonOpt = False,
+    home: HomeOpt = None,
+    rules_path: RulesOpt = None,
+) -> None:
+    """Answer a question from the indexed documents with a local LLM, citing files and pages."""
+    from caixa import ask as answering
+    from caixa.errors import StepError, TransientError
+    from caixa.pipelines.chat import open_model
+
+    settings = _settings(rules_path, home)
+    outputs = _outputs_root(settings, rules_path)
+    try:
+        found = answering.answer(
+            settings.home,
+            question,
+            lambda: open_model(model, server, n_ctx=n_ctx, device="cuda"),
+            passages=limit,
+            max_tokens=max_tokens,
+            outputs=outputs,
+        )
+    except (StepError, TransientError) as exc:
+        err.print(f"caixa: {exc}", markup=False)
+        raise typer.Exit(1) from exc
+    if as_json:
+        done = found.generation
+        print(
+            json.dumps(
+                {
+                    "question": found.question,
+                    "answer": found.text,
+                    "sources": [s.to_json() for s in found.sources],
+                    "model": found.model,
+                    "prompt_tokens": done.prompt_tokens if done else 0,
+                    "completion_tokens": done.completion_tokens if done else 0,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    out.print(answering.markdown(found), end="", markup=False)
+
+
+@app.command("install-service")
+def install_service(
+    user: Annotated[bool, typer.Option("--user", help="a unit for `systemctl --user`")] = False,
+    rules_path: RulesOpt = None,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="default: /var/lib/caixa, or CAIXA_HOME with --user"),
+    ] = None,
+    show: Annotated[
+        bool, typer.Option("--print", "--dry-run", help="print the unit and drop-in; write nothing")
+    ] = False,
+    unit_dir: Annotated[
+        Path | None,
+        typer.Option(help="write here, not in /etc/systemd/system (~/.config/systemd/user)"),
+    ] = None,
+) -> None:
+    """Write a systemd unit with this machine's paths, and say the systemctl commands to run."""
+    layout = install.plan(_settings(rules_path), user, home)
+    if show:
+        out.print(install.render_unit(layout), end="", markup=False)
+        out.print("\n# caixa.service.d/settings.conf", markup=False)
+        out.print(install.render_dropin(dict(os.environ)), end="", markup=False)
+        return
+    written = install.install(layout, unit_dir or install.unit_dir(user), dict(os.environ))
+    out.print("wrote " + ", ".join(map(str, written)) + "\nnow run:", markup=False)
+    for line in install.next_steps(layout):
+        out.print(f"  {line}", markup=False)
 
 
 def main() -> None:

@@ -65,6 +65,11 @@ class Strict(BaseModel):
 class StepSpec(Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    # the lanes' settings, copied from the step's rule: they change when and where it runs,
+    # never what it makes, so they are left out of the rule's version
+    priority: int = 0
+    timeout: float | None = None
+    cpu_fallback: bool = False
 
 
 class Match(Strict):
@@ -93,6 +98,13 @@ class Rule(Strict):
     on_success: OnSuccess | None = None
     recursive: bool | None = None
     poll: bool | None = None
+    priority: int = Field(0, description="higher goes first on the accelerator lane")
+    timeout: float | None = Field(
+        None, gt=0, description="seconds each step may run (default: CAIXA_STEP_TIMEOUT)"
+    )
+    cpu_fallback: bool = Field(
+        False, description="run a model on the CPU when the GPU runs out of memory"
+    )
 
 
 class RulesFile(Strict):
@@ -122,7 +134,7 @@ class ResolvedRule:
             {
                 "globs": self.globs,
                 "types": self.types,
-                "steps": [s.model_dump() for s in self.steps],
+                "steps": [s.model_dump(include={"name", "params"}) for s in self.steps],
                 "output": self.output,
                 "on_success": self.on_success,
             },
@@ -268,13 +280,21 @@ def _resolve(
             steps.append(spec)
             continue
         try:
-            params = found.step.Params.model_validate(spec.params)
+            params = found.step.Params.model_validate(spec.params, context={"base": path.parent})
         except ValidationError as exc:
             loc = ("rules", i, "steps", j, spec.name)
             problems.append(_describe(path, lines, exc, found.step.Params, prefix=loc))
             steps.append(spec)
             continue
-        steps.append(StepSpec(name=spec.name, params=params.model_dump(mode="json")))
+        steps.append(
+            StepSpec(
+                name=spec.name,
+                params=params.model_dump(mode="json"),
+                priority=rule.priority,
+                timeout=rule.timeout,
+                cpu_fallback=rule.cpu_fallback,
+            )
+        )
     return ResolvedRule(
         name=rule.name,
         inboxes=tuple(_abs(path.parent, p) for p in rule.inbox),

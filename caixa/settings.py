@@ -38,8 +38,53 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=2.0, gt=0, description="scan period of polled inboxes")
     max_attempts: int = Field(default=3, ge=1, description="tries of a step on transient errors")
     retry_backoff: float = Field(default=2.0, ge=0, description="first retry delay, doubling")
-    log_format: Literal["auto", "json", "console"] = "auto"
+    step_timeout: float = Field(
+        default=1800.0, gt=0, description="seconds a step may run; a rule's `timeout` overrides"
+    )
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="where models run: auto, cpu, cuda or cuda:N (ROCm GPUs are cuda too)",
+    )
+    keep_alive: float = Field(
+        default=300.0, ge=0, description="seconds an unused model stays loaded in its worker"
+    )
+    swap_bound: int = Field(
+        default=8,
+        ge=0,
+        description="steps the accelerator lane may run on its loaded model while a step of"
+        " another model waits; 0: first come, first served",
+    )
+    model_memory_mb: int = Field(
+        default=0,
+        ge=0,
+        description="MB the accelerator worker's models may hold; 0: 80% of the GPU, or a"
+        " quarter of the RAM on the CPU",
+    )
+    accelerator_threads: int = Field(
+        default=0, ge=0, description="cores for model work with no GPU; 0: half of them"
+    )
+    log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    journal_socket: Path = Field(
+        default=Path("/run/systemd/journal/socket"),
+        description="journald's socket, for structured logs (format journal, or auto under systemd)",
+    )
+    stop_timeout: float = Field(
+        default=80.0,
+        ge=0,
+        description="on SIGTERM, running steps get this long to finish; the rest resume at next start",
+    )
+    stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="a part of the daemon silent this long stops systemd's watchdog pings",
+    )
+    memory_max: str = Field(
+        default="75%",
+        pattern=r"^(\d+(\.\d+)?[KMGT]?|\d{1,3}%|infinity)$",
+        description="the service's MemoryMax= (bytes with K/M/G/T, a % of RAM, or infinity)",
+    )
 
     @property
     def journal_path(self) -> Path:

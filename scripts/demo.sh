@@ -10,8 +10,16 @@ cp rules.yaml "$demo/"
 cp -r examples/inbox "$demo/inbox"
 export CAIXA_LOG_LEVEL="${CAIXA_LOG_LEVEL:-warning}" CAIXA_SETTLE_SECONDS="${CAIXA_SETTLE_SECONDS:-0.2}"
 caixa=.venv/bin/caixa
+python=.venv/bin/python
 
-echo "== caixa check: the rules, and which steps are not installed yet"
+echo "== photos that no one here made: ultralytics' own test images"
+assets=$($python -c "import importlib.util as u; print(u.find_spec('ultralytics').submodule_search_locations[0])")/assets
+cp "$assets/bus.jpg" "$assets/zidane.jpg" "$demo/inbox/photos/"
+echo "== building a tiny random-weight Stable Diffusion for the prompts rule (its images are noise)"
+$python -m tests.tiny_diffusion "$demo/models/tiny-sd"
+echo
+
+echo "== caixa check: the rules, and whether each one's steps are installed"
 $caixa check --rules "$demo/rules.yaml"
 echo
 echo "== caixa run --once"
@@ -21,12 +29,26 @@ echo "== caixa status"
 $caixa status --home "$demo/home"
 echo
 echo "== caixa search, in English and in Portuguese"
-for query in "monthly rent of the flat in Lisbon" "reparação da caldeira" "reunião sobre o índice"; do
+for query in "monthly rent of the flat in Lisbon" "reparação da caldeira" "reunião sobre o índice" \
+  "bus" "ônibus"; do
   echo "\$ caixa search \"$query\" --limit 2"
   $caixa search "$query" --limit 2 --home "$demo/home" --rules "$demo/rules.yaml"
 done
 echo
+echo "== caixa ask: an answer from the indexed files by a local LLM (SmolLM2-135M: tiny, so the"
+echo "   sources it cites matter more than its prose)"
+$caixa ask "How much is the monthly rent of the flat?" --home "$demo/home" --rules "$demo/rules.yaml"
+echo
+echo "== the same, as a .ask file dropped into the questions inbox"
+mkdir -p "$demo/inbox/questions"
+echo "Quem faz a reparação da caldeira?" > "$demo/inbox/questions/caldeira.ask"
+$caixa run --once --rules "$demo/rules.yaml" --home "$demo/home"
+cat "$demo"/outputs/questions/caldeira/caldeira.answer.md
+echo
+echo "== mail filed by the label the LLM gave it"
+(cd "$demo/outputs" && find mail -name '*.label.json' | sort | sed 's/^/  /')
+echo
 echo "== what landed (under $demo/)"
 (cd "$demo" && find outputs processed failed -type f 2>/dev/null | sort | sed 's/^/  /')
-echo "== still in the inboxes, waiting for steps not installed yet"
+echo "== still in the inboxes (taken by no rule, or waiting for a step not installed)"
 (cd "$demo" && find inbox -type f | sort | sed 's/^/  /')
