@@ -24,6 +24,9 @@ from caixa.pipelines.images import load_photo
 from caixa.pipelines.vision import PhotoParams, sentence
 
 MAX_NAMES_SHOWN = 30  # of a model's classes, in an error message
+# What a packaged detector's own labels mean, said in the words a search for them would use:
+# fall-detection calls every person it finds "Normal" or "Fall".
+MEANINGS = {"fall-detection": {"Normal": "person", "Fall": "person who has fallen"}}
 
 
 class DetectParams(PhotoParams):
@@ -97,8 +100,12 @@ class DetectStep(BaseStep):
         table.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         drawn = job.workdir / "annotated.jpg"
         found.save_annotated(drawn)
-        seen = ", ".join(f"{n} {label}" for label, n in counts.items()) or "nothing"
-        words = f"{job.source_name}: {seen} detected by {params.model_name}."
+        meaning = MEANINGS.get(params.model, {})
+        seen = ", ".join(
+            f"{n} {label}" + (f" ({meaning[label]})" if label in meaning else "")
+            for label, n in counts.items()
+        )
+        words = f"{job.source_name}: {seen or 'nothing'} detected by {params.model_name}."
         return StepResult(
             [
                 Artifact(f"{job.stem}.detections.json", table, "application/json"),

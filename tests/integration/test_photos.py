@@ -64,3 +64,8 @@ def test_photos_are_seen_labelled_and_found_and_bad_images_fail_clearly(world: W
     assert found.returncode == 0, found.stderr
     first = json.loads(found.stdout)["hits"][0]
     assert first["file"] == "bus.jpg", first
+    # people, found by a Portuguese word for them: the packaged detector's "Normal" is a person
+    found = world.caixa(
+        "search", "pessoas", "--json", "--home", str(world.home), "--rules", str(world.rules)
+    )
+    assert {h["file"] for h in json.loads(found.stdout)["hits"][:2]} == {"bus.jpg", "zidane.jpg"}

@@ -56,7 +56,7 @@ def test_people_are_found_in_bus_and_zidane_with_boxes_inside_the_photo(tmp_path
         assert result.data["detections"] == len(people) == sum(report["counts"].values())
         assert result.data["model"] == "fall-detection" and result.models == ["fall-detection"]
         words = out[f"{stem}.detections.txt"].read_text()
-        assert words.startswith(f"{photo.name}: ") and "Normal" in words
+        assert words.startswith(f"{photo.name}: ") and "Normal (person)" in words
 
 
 def test_boxes_are_in_the_frame_the_exif_orientation_shows(tmp_path: Path) -> None:
