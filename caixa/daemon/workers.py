@@ -141,6 +141,7 @@ class JobRunner:
                     rule=job.rule,
                     source=self.work.source(job.id, job.name),
                     source_name=job.name,
+                    source_path=job.rel,
                     media_type=job.media_type or "application/octet-stream",
                     artifacts=tuple(self._artifacts(job.id)),
                     workdir=self.work.fresh_step_dir(job.id, idx),

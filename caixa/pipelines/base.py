@@ -98,6 +98,12 @@ class StepInput:
     home: Path  # caixa's home, where a step that keeps state (the search index) keeps it
     fields: Mapping[str, str] = field(default_factory=dict)  # set by earlier steps ({label})
     device: str = "cpu"  # where an accelerator step runs its model: "cpu", "cuda", "cuda:1"
+    source_path: str = ""  # where it was under its inbox ("2026/a.txt"); "" means source_name
+
+    @property
+    def where(self) -> str:
+        """The file as its inbox holds it: two `notes.txt` in two subfolders stay two."""
+        return self.source_path or self.source_name
 
     @property
     def stem(self) -> str:

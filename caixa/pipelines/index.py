@@ -84,7 +84,7 @@ class IndexStep(BaseStep):
         vectors = model.passages([c.text for c in chunks])
         seconds = time.perf_counter() - started
         published = tuple(a.name for a in job.artifacts if a.publish)
-        document = Document(job.job_id, job.source_name, job.rule, texts[0].language, published)
+        document = Document(job.job_id, job.where, job.rule, texts[0].language, published)
         with Store(index_path(job.home)) as store:
             store.bind(info)
             store.replace(document, chunks, vectors)

@@ -153,6 +153,18 @@ def test_reindexing_replaces_a_document_and_drop_and_prune_remove_it(tmp_path: P
     assert index_rows(world, "SELECT COUNT(*) FROM documents") == [(0,)]
 
 
+def test_same_named_files_in_two_subfolders_stay_two_documents(tmp_path: Path) -> None:
+    world = new_world(tmp_path)
+    world.write_rules(rules().replace("steps:", "recursive: true\n    steps:"))
+    for folder, text in [("casa", "O telhado da casa precisa de telhas novas."),
+                         ("carro", "O carro precisa de pneus novos antes do inverno.")]:  # fmt: skip
+        (world.inbox() / folder).mkdir()
+        (world.inbox() / folder / "lista.txt").write_text(text + "\n")
+    world.run_once()
+    assert search(world, "telhas")["hits"][0]["file"] == "casa/lista.txt"
+    assert search(world, "pneus")["hits"][0]["file"] == "carro/lista.txt"
+
+
 def test_sentence_transformers_backend_and_a_second_model_refused(tmp_path: Path) -> None:
     world = new_world(
         tmp_path,
