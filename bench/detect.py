@@ -6,12 +6,12 @@ same run, the raw libraries on the same photos:
   classify: a plain EfficientNet-Lite0 loop (PIL open, torchvision resize 256 / centre crop
             224 / scale, forward, softmax, top 5).
 
-Both sides run on the same torch threads: the steps' default (CPUs - 1, see
-caixa/pipelines/threads.py), which is also ultralytics' own choice. Each image goes through
-both contenders in turn (the order rotating), so that they meet the same moments of a shared
-machine; a contender's round is the sum over its images, and its best of ROUNDS rounds counts.
-CPU seconds per image (all threads) are reported too: on a busy machine they are steadier than
-wall time. What each side saw is printed side by side (people per photo, top-1 labels).
+Both sides run on the same torch threads: the steps' default, the CPUs this process may use
+(caixa/pipelines/threads.py). Each image goes through both contenders in turn (the order
+rotating), so that they meet the same moments of a shared machine; a contender's round is the
+sum over its images, and its best of ROUNDS rounds counts. CPU seconds per image (all threads)
+are reported too: on a busy machine they are steadier than wall time. What each side saw is
+printed side by side (people per photo, top-1 labels).
 
 Targets: detect step >= 0.9x the plain predict loop; classify step >= 0.9x the plain forward.
 """

@@ -5,9 +5,10 @@ is downloaded. Piper runs its model once per sentence it finds, with memory grow
 sentence (~6 MB per word measured here): the caller hands it short pieces.
 
 caixa builds the voice's ONNX session itself instead of `PiperVoice.load`, to choose its threads:
-`load` gives onnxruntime every core, and on a 2-core machine with other work running (load
-average ~5) that made speech 2.1x slower than one thread (real-time factor 0.19 vs 0.089, best
-of 6, same text); threads default to CPUs - 1, as for torch models (threads.py).
+`load` gives onnxruntime every core of the machine, even in a worker pinned to fewer, and
+threads beyond a process's cores made speech 2.1x slower on a busy 2-core machine (real-time
+factor 0.19 vs 0.089, best of 6). Threads default to the CPUs this process may use
+(threads.py), which in the daemon is the accelerator lane's share.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class TtsParams(BaseModel):
     compress: Literal["none", "ogg", "mp3"] = "none"  # a compressed copy beside the WAV
     markdown: bool | None = None  # clean Markdown markup; default: by the file's name
     max_characters: int = Field(500_000, ge=1)  # about 9 hours of speech
-    threads: int | None = Field(None, ge=1)  # Piper's CPU threads; default: CPUs - 1
+    threads: int | None = Field(None, ge=1)  # Piper's CPU threads; default: the CPUs it may use
 
     @field_validator("language")
     @classmethod
