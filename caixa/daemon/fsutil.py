@@ -53,20 +53,22 @@ def durable_move(src: Path, dst: Path) -> None:
     fsync_dir(dst.parent)
 
 
-def atomic_write(dst: Path, fill: Callable[[Path], None]) -> None:
-    """`fill` writes a temporary file beside `dst`; it is synced and renamed into place."""
+def atomic_write(dst: Path, fill: Callable[[Path], None], sync: bool = True) -> None:
+    """`fill` writes a temporary file beside `dst`; it is synced (unless it is only a view
+    that is rewritten anyway) and renamed into place."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(temp_name(dst.name))
     try:
         fill(tmp)
-        fsync_file(tmp)
+        if sync:
+            fsync_file(tmp)
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(dst: Path, data: bytes) -> None:
-    atomic_write(dst, lambda tmp: tmp.write_bytes(data))
+def atomic_write_bytes(dst: Path, data: bytes, sync: bool = True) -> None:
+    atomic_write(dst, lambda tmp: tmp.write_bytes(data), sync)
 
 
 def temp_name(name: str) -> str:

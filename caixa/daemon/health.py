@@ -43,20 +43,22 @@ class Supervisor:
             if self.ping_every is not None and not self.problems:
                 self.notifier.send("WATCHDOG=1")
             self._next_check = now + min(self.ping_every or STATUS_SECONDS, STATUS_SECONDS)
-        if now >= self._next_status:
+        if now >= self._next_status and self.notifier.enabled:  # the line counts every job
             self.notifier.send(f"STATUS={self._status_line()}")
             self._next_status = now + STATUS_SECONDS
         return min(self._next_check, self._next_status)
 
     def mark_ready(self) -> None:
         self.ready = True
-        self.notifier.send("READY=1", f"STATUS={self._status_line()}")
+        if self.notifier.enabled:
+            self.notifier.send("READY=1", f"STATUS={self._status_line()}")
 
     def reloading(self) -> None:
         self.notifier.send("RELOADING=1", monotonic_usec(), "STATUS=reloading the rules")
 
     def reloaded(self) -> None:
-        self.notifier.send("READY=1", f"STATUS={self._status_line()}")
+        if self.notifier.enabled:
+            self.notifier.send("READY=1", f"STATUS={self._status_line()}")
 
     def stopping(self, running: int) -> None:
         self.notifier.send("STOPPING=1", f"STATUS=stopping: {running} jobs in flight")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from caixa.daemon.fsutil import temp_name
+from caixa.daemon.fsutil import atomic_write_bytes
 
 STATE_FILE = "lanes.json"
 RECENT_SECONDS = 600.0  # the window of "recent throughput"
@@ -86,9 +86,7 @@ class StateFile:
 
     def _write(self) -> None:
         data = {"pid": os.getpid(), "updated_at": time.time(), **self.snapshot()}
-        tmp = self.path.with_name(temp_name(self.path.name))
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, json.dumps(data, indent=1).encode(), sync=False)
 
     def close(self) -> None:
         if not self._thread.is_alive():
@@ -103,7 +101,9 @@ def read(home: Path) -> dict[str, Any] | None:
     """The running daemon's lanes, or None when no daemon runs on this home."""
     try:
         data = json.loads((home / STATE_FILE).read_text())
-        os.kill(data["pid"], 0)
+        # alive even when it runs as another user (caixa, under the system unit): EPERM
+        with contextlib.suppress(PermissionError):
+            os.kill(data["pid"], 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return data

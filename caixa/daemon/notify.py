@@ -23,6 +23,11 @@ class Notifier:
     def from_env(cls) -> Notifier:
         return cls(os.environ.get("NOTIFY_SOCKET") or None)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether a service manager listens: only then is a status line worth building."""
+        return self._sock is not None
+
     def send(self, *lines: str) -> bool:
         """Send one notification; false when nobody took it (no manager, or it went away)."""
         if self._sock is None:

@@ -58,8 +58,8 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conn: Connection | None = None
         self.hello: Hello | None = None
-        self.task: Task | None = None
-        self.busy_since: float | None = None
+        # the step it runs and since when, as one value: the status thread reads it unlocked
+        self.busy: tuple[Task, float] | None = None
         self.reply: Reply = Reply()  # the last one: what it holds now
         self.started = 0  # processes started so far; more than one means restarts
 
@@ -73,14 +73,14 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is not None:
             logger.warning("worker died while idle", worker=self.name, code=self.kill())
         self._ensure()
-        self.task, self.busy_since = task, time.time()
+        self.busy = (task, time.time())
         self.on_change()
         try:
             reply = self._call(task, timeout)
         except TimeoutError:
             raise StepTimeoutError(_overran(task, timeout)) from None
         finally:
-            self.task = self.busy_since = None
+            self.busy = None
         if reply.failure is not None:
             raise RemoteStepError(reply.failure)
         return reply
@@ -154,7 +154,7 @@ class WorkerProcess:
         return code
 
     def view(self) -> dict[str, Any]:
-        task = self.task
+        task, since = self.busy or (None, None)
         return {
             "name": self.name,
             "pid": self.pid,
@@ -164,7 +164,7 @@ class WorkerProcess:
             "job": task.job.job_id if task else None,
             "step": task.step if task else None,
             "model": task.model if task else None,
-            "busy_since": self.busy_since,
+            "busy_since": since,
             "resident": [
                 {
                     "model": r.name,

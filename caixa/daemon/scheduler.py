@@ -199,8 +199,8 @@ class Scheduler:
             return "the accelerator lane's thread has died"
         now = time.time()
         for worker in (w for pool in self._pools.values() for w in pool.workers):
-            task, since = worker.task, worker.busy_since
-            if task is not None and since is not None:
+            if worker.busy is not None:
+                task, since = worker.busy
                 limit = (task.timeout or self.settings.step_timeout) + self.settings.stall_seconds
                 if now - since > limit:
                     return f"worker {worker.name} has run {task.step} for {now - since:.0f} s"

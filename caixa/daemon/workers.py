@@ -25,7 +25,7 @@ from caixa.daemon.pool import RemoteStepError
 from caixa.daemon.procs import Reply, Task, describe
 from caixa.daemon.workarea import WorkArea
 from caixa.errors import InputError, StepError, is_transient
-from caixa.pipelines.base import Artifact, Resource, StepInput
+from caixa.pipelines.base import Artifact, Resource, Step, StepInput
 from caixa.pipelines.metadata import sha256_of
 from caixa.pipelines.registry import StepRegistry, StepUnavailableError
 
@@ -80,18 +80,13 @@ class JobRunner:
         load, and its rule's priority."""
         job = self.journal.get(job_id)
         spec = job.steps[job.step]
-        return Waiting(job.id, self._model_of(spec), spec.get("priority", 0))
-
-    def _model_of(self, spec: dict[str, Any]) -> str | None:
         step = self.registry.availability(spec["name"]).step
-        model_of = getattr(step, "model_of", None)  # a third-party step may not have one
-        if model_of is None:
-            return None
         try:
-            return model_of(step.Params.model_validate(spec["params"]))
-        except Exception as exc:  # the step will say what is wrong when it runs
-            logger.warning("model_of failed", step=spec["name"], error=str(exc))
-            return None
+            params = step.Params.model_validate(spec["params"]) if step else None
+        except ValueError:  # the step will say what is wrong when it runs
+            params = None
+        model = _model_of(step, params) if step and params is not None else None
+        return Waiting(job.id, model, spec.get("priority", 0))
 
     def advance(self, job_id: str, run: StepRun) -> Resource | None:
         """Run the job's next phase (a step through `run`); return the lane of the phase after
@@ -111,8 +106,12 @@ class JobRunner:
 
     # --- phases ---------------------------------------------------------------------------
 
-    def _admit(self, job: Job) -> Resource:
+    def _admit(self, job: Job) -> Resource | None:
         source = self.work.source(job.id, job.name)
+        if job.final_path and not source.exists():
+            # `caixa retry` recorded the job before moving its file back from failed/, and is
+            # moving it now: wait for the next look rather than fail a file in flight
+            return None
         try:
             size = source.stat().st_size
             if size == 0:
@@ -152,7 +151,7 @@ class JobRunner:
                     name,
                     params.model_dump(mode="json"),
                     job_input,
-                    self._model_of(spec),
+                    _model_of(step_cls, params),
                     timeout=spec.get("timeout"),
                     cpu_fallback=spec.get("cpu_fallback", False),
                 )
@@ -350,3 +349,16 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, RemoteStepError):
         return exc.failure.transient
     return is_transient(exc)
+
+
+def _model_of(step: type[Step], params: Any) -> str | None:
+    """The model a step would load, for the lane to group by; a third-party step may not say,
+    or fail to, which only costs the grouping."""
+    model_of = getattr(step, "model_of", None)
+    if model_of is None:
+        return None
+    try:
+        return model_of(params)
+    except Exception as exc:
+        logger.warning("model_of failed", step=step.name, error=str(exc))
+        return None

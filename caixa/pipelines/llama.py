@@ -46,7 +46,7 @@ class LlamaModel:
             path = models.locate(ref)
         except models.ModelNotFoundError as exc:
             raise StepError(f"LLM model: {exc}") from exc
-        self.name = ref if ref in models.PACKAGED else str(path.resolve())
+        self.name = ref
         self.context = n_ctx
         gpu_layers = 0 if device == "cpu" else -1  # all layers, where the build has a GPU
         main_gpu = int(device.split(":", 1)[1]) if ":" in device else 0

@@ -20,11 +20,18 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from caixa import models
 from caixa.errors import InputError, StepError
 from caixa.pipelines.base import (
     Artifact,
@@ -33,6 +40,7 @@ from caixa.pipelines.base import (
     Resource,
     StepInput,
     StepResult,
+    rules_folder,
 )
 from caixa.pipelines.chat import (
     ChatModel,
@@ -165,6 +173,14 @@ class LlmParams(BaseModel):
             _check_grammar(self.json_schema)
         return self
 
+    @model_validator(mode="after")
+    def _place_model(self, info: ValidationInfo) -> Self:
+        """A GGUF path as the other steps take model paths: relative to the rules file (not to
+        wherever the daemon runs: / under systemd); a server names its own models."""
+        if self.model is not None and self.server is None:
+            self.model = models.place(self.model, rules_folder(info))
+        return self
+
     def label_schema(self) -> dict[str, Any]:
         """A label as JSON. In process, a bare string: 2-4 tokens to write where an object
         takes ~12, and a label is mostly waiting for tokens. OpenAI's strict json_schema
@@ -206,11 +222,9 @@ class LlmStep(BaseStep):
     def model_of(cls, params: LlmParams) -> str | None:
         if params.server is not None:
             return None  # the server holds the model, not this process
-        from caixa.models import PACKAGED
         from caixa.pipelines.chat import DEFAULT_MODEL
 
-        ref = params.model or DEFAULT_MODEL
-        return ref if ref in PACKAGED else str(Path(ref).expanduser().resolve())
+        return params.model or DEFAULT_MODEL
 
     def run(self, job: StepInput, params: LlmParams) -> StepResult:
         text, read_from = read_text(job)

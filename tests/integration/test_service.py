@@ -224,12 +224,10 @@ def test_a_step_longer_than_the_stop_timeout_is_left_to_resume(world: World) -> 
     world.env["CAIXA_STOP_TIMEOUT"] = "0.5"
     first = world.start()
     world.wait_for(lambda: world.states().get("running"), message="the step running")
-    asked = time.monotonic()
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
-    assert time.monotonic() - asked < 2.5  # it did not wait for the 3 s step
     assert events(world, "stopping with steps still running; their jobs resume at the next start")
-    assert world.states() == {"running": 1}
+    assert world.states() == {"running": 1}  # it left without waiting for the 3 s step
 
     world.start()
     world.wait_for(lambda: world.finished() == 1, message="the job resumed")

@@ -56,6 +56,11 @@ def test_the_model_a_job_would_load_is_known_before_it_runs(tmp_path: Path) -> N
     assert LlmStep.model_of(params(task="prompt", model=str(gguf))) == str(gguf.resolve())
     served = params(task="prompt", server="http://127.0.0.1:8080/v1", model="qwen")
     assert LlmStep.model_of(served) is None  # the server holds it
+    # in rules.yaml a relative GGUF path is the rules file's neighbour, as for every step
+    near = LlmParams.model_validate(
+        {"task": "prompt", "model": "m.gguf"}, context={"base": tmp_path}
+    )
+    assert near.model == str(gguf)
 
 
 def test_a_label_needs_one_schema_in_process_and_an_object_for_a_server() -> None:
