@@ -103,6 +103,7 @@ class Daemon:
         )
         self.rules_problem: str | None = None  # why the rules file on disk is not the one used
         self._reload_asked = False
+        self._stop_signalled = False
         self._rules_loaded = self._rules_last = self._rules_key()
 
     def _excluded(self, rules: RuleSet) -> list[Path]:
@@ -130,21 +131,35 @@ class Daemon:
         self.stopping.set()
         self.wake.set()
 
-    def ask_reload(self) -> None:
-        self._reload_asked = True
-        self.wake.set()
-
     def _install_signals(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._on_stop_signal)
-            signal.signal(signal.SIGHUP, lambda *_: self.ask_reload())  # systemctl reload
+        """Handlers only set flags. A handler runs in the main thread between two bytecodes,
+        maybe while that thread holds `wake`'s lock (setting, clearing or waiting on it), so
+        setting `wake` there could deadlock. Instead the kernel writes each signal to a pipe,
+        and a small thread that reads it wakes the loop."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        threading.Thread(
+            target=self._wake_on_signals, args=(read_end,), name="caixa-signals", daemon=True
+        ).start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)  # systemctl reload
+
+    def _wake_on_signals(self, read_end: int) -> None:
+        while os.read(read_end, 64):
+            self.wake.set()
 
     def _on_stop_signal(self, *_: object) -> None:
-        if self.stopping.is_set():  # asked again (Ctrl-C twice): leave now, as a crash would
+        if self._stop_signalled:  # asked again (Ctrl-C twice): leave now, as a crash would
             os.write(2, b"caixa: stopping now; running steps resume at the next start\n")
             os._exit(0)
-        self.stop()
+        self._stop_signalled = True
+
+    def _on_reload_signal(self, *_: object) -> None:
+        self._reload_asked = True
 
     def _loop(self, once: bool, on_tick: Callable[[Daemon], None] | None) -> None:
         self.watcher.scan()
@@ -156,6 +171,9 @@ class Daemon:
         logger.info("watching", inboxes=[str(p) for p in self.rules.inboxes()], once=once)
         while not self.stopping.is_set():
             self.wake.clear()
+            if self._stop_signalled:
+                self.stop()
+                break
             now = time.monotonic()
             self.take(self.watcher.due(now))
             if ready_at is None:  # what the first scan found is due by then, unless still written
