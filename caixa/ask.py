@@ -18,9 +18,9 @@ from typing import Any
 
 from caixa import search as searching
 from caixa.errors import StepError
-from caixa.pipelines.chat import ChatModel, Generation, Message, pieces
+from caixa.pipelines.chat import ChatModel, Generation, Message, conversation, pieces, room
 from caixa.pipelines.language import detect
-from caixa.pipelines.llm import LANGUAGE_NAMES, MARGIN, MIN_DOCUMENT
+from caixa.pipelines.language import name as language_name
 
 ASK = (
     "Answer the user's question in {language}, using only the numbered sources below. Cite "
@@ -86,26 +86,15 @@ def answer(
     if not hits:
         return Answer(question, NOTHING, [], None, None)
     model = load()
-    code = detect(question).language
-    extra = f"\n\n{system.strip()}" if system else ""
+    language = language_name(detect(question).language)
 
-    def messages(sources: str) -> list[Message]:
-        language = LANGUAGE_NAMES.get(code, code)
-        instructions = ASK.format(language=language, sources=sources) + extra
-        return [
-            {"role": "system", "content": instructions},
-            {"role": "user", "content": question},
-        ]
+    def prompt(sources: str) -> list[Message]:
+        return conversation(ASK.format(language=language, sources=sources), question, system)
 
-    budget = model.context - model.prompt_tokens(messages("")) - max_tokens - MARGIN
-    if budget < MIN_DOCUMENT:
-        raise StepError(
-            f"a context of {model.context} tokens leaves no room for sources beside the question "
-            f"and an answer of {max_tokens} tokens: raise n_ctx or lower max_tokens"
-        )
+    budget = room(model, prompt(""), max_tokens, "sources beside the question")
     given = fit(hits, budget, model)
     done = model.generate(
-        messages("\n\n".join(f"[{n}] {text}" for n, (_, text) in enumerate(given, 1))),
+        prompt("\n\n".join(f"[{n}] {text}" for n, (_, text) in enumerate(given, 1))),
         schema=None,
         temperature=temperature,
         max_tokens=max_tokens,

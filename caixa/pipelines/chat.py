@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from caixa.errors import StepError
 from caixa.pipelines.sentences import paragraphs, sentences
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+MARGIN = 16  # tokens kept free: text is counted piece by piece (pieces)
+MIN_DOCUMENT = 64  # tokens of the document a prompt must leave room for
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 
@@ -184,3 +187,21 @@ def typed_branches(schema: Any) -> Any:
         return out
     rest = {k: v for k, v in out.items() if k != "type"}
     return {"anyOf": [{**rest, "type": t} for t in types]}
+
+
+def conversation(system: str, user: str, extra: str | None = None) -> list[Message]:
+    """A system and a user message; `extra` is a rule's own words added to the instructions."""
+    instructions = f"{system}\n\n{extra.strip()}" if extra else system
+    return [{"role": "system", "content": instructions}, {"role": "user", "content": user}]
+
+
+def room(model: ChatModel, prompt: list[Message], answer: int, beside: str) -> int:
+    """Tokens left for the document or sources in `prompt` (their place empty) and an answer
+    of `answer` tokens; a context too small for anything useful is refused."""
+    budget = model.context - model.prompt_tokens(prompt) - answer - MARGIN
+    if budget < MIN_DOCUMENT:
+        raise StepError(
+            f"a context of {model.context} tokens leaves no room for {beside} and an answer "
+            f"of {answer} tokens: raise n_ctx or lower max_tokens"
+        )
+    return budget

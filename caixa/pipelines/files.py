@@ -90,13 +90,14 @@ def decode(raw: bytes, encoding: str, media_type: str) -> tuple[str, str, int]:
     return utf8, "utf-8", broken
 
 
-def input_text(job: StepInput, step: str) -> str:
-    """The newest text an earlier step made, else the source itself when it is text."""
+def input_text(job: StepInput, step: str) -> tuple[str, str]:
+    """The newest text an earlier step made, else the source itself when it is text; and the
+    name of the file it came from."""
     artifact = job.latest("text/plain")
     if artifact is not None:
-        return artifact.path.read_text(encoding="utf-8")
+        return artifact.path.read_text(encoding="utf-8"), artifact.name
     if is_text(job.media_type):
-        return decode(job.source.read_bytes(), "auto", job.media_type)[0]
+        return decode(job.source.read_bytes(), "auto", job.media_type)[0], job.source_name
     raise InputError(
         f"{step} reads text, and {job.source_name} is {job.media_type}: "
         "put an ocr or text step before it in the rule"

@@ -12,6 +12,7 @@ checked against English and Portuguese only was right 80 times out of 80.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +21,8 @@ from caixa import models
 
 if TYPE_CHECKING:
     from py3langid.langid import LanguageIdentifier
+
+MODULE = "py3langid"  # the detector: a step that detects requires it, and names it as a model
 
 # The languages caixa translates out of the box and the common ones a user's argos models add:
 # enough to tell Spanish from Portuguese, few enough that a short line is not read as Catalan.
@@ -44,6 +47,26 @@ def detect(text: str, candidates: Iterable[str] = COMMON) -> Detection:
     return Detection(language, round(p / total, 4) if total > 0 else 0.0)
 
 
+NAMES = {
+    "en": "English", "pt": "Portuguese", "es": "Spanish", "fr": "French", "de": "German",
+    "it": "Italian", "nl": "Dutch", "pl": "Polish", "ru": "Russian", "zh": "Chinese",
+    "ja": "Japanese", "ar": "Arabic", "ca": "Catalan", "gl": "Galician",
+}  # fmt: skip
+
+
+def name(code: str) -> str:
+    """The language's English name, for a prompt (a model reads "Portuguese" better than "pt")."""
+    return NAMES.get(code, code)
+
+
+def code(value: str, auto: bool = False) -> str:
+    """A language code as a rule gives it (" PT" -> "pt"); with `auto`, "auto" too."""
+    found = value.strip().lower()
+    if not (re.fullmatch(r"[a-z]{2,3}", found) or (auto and found == "auto")):
+        raise ValueError(f"{value!r}: give a language code such as en or pt (ISO 639-1)")
+    return found
+
+
 def _identifier() -> LanguageIdentifier:
     def load() -> LanguageIdentifier:
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
@@ -51,4 +74,4 @@ def _identifier() -> LanguageIdentifier:
         # Probabilities (softmax over the candidates) instead of raw log scores.
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
-    return models.load("py3langid", load)
+    return models.load(MODULE, load)

@@ -43,15 +43,19 @@ from caixa.pipelines.base import (
     rules_folder,
 )
 from caixa.pipelines.chat import (
+    MIN_DOCUMENT,
     ChatModel,
     Generation,
     Message,
+    conversation,
     open_model,
     pieces,
+    room,
     typed_branches,
 )
-from caixa.pipelines.files import decode
+from caixa.pipelines.files import input_text
 from caixa.pipelines.language import detect
+from caixa.pipelines.language import name as language_name
 
 Task = Literal["summarize", "classify", "extract", "prompt", "ask"]
 
@@ -71,18 +75,10 @@ MAX_TOKENS: dict[str, int] = {
     "prompt": 512,
     "ask": 512,
 }
-MARGIN = 16  # tokens kept free: text is counted piece by piece (chat.pieces)
-MIN_DOCUMENT = 64  # tokens of the document a prompt must leave room for
 MIN_SUMMARY = 24  # tokens a summary may always take, however short its input
 MAX_ROUNDS = 20  # of summaries of summaries; each round halves the text
 HEAD_CHARS_PER_TOKEN = 16  # no tokenizer packs more: the head of a text to count, when cutting
 DETECT_CHARS = 10_000
-
-LANGUAGE_NAMES = {
-    "en": "English", "pt": "Portuguese", "es": "Spanish", "fr": "French", "de": "German",
-    "it": "Italian", "nl": "Dutch", "pl": "Polish", "ru": "Russian", "zh": "Chinese",
-    "ja": "Japanese", "ar": "Arabic", "ca": "Catalan", "gl": "Galician",
-}  # fmt: skip
 
 SUMMARIZE = (
     "You summarize documents. Write a short summary, in {language}, of the text the user "
@@ -288,15 +284,7 @@ class Run:
         return done
 
     def room(self, messages: list[Message], answer: int) -> int:
-        """Tokens left for the document in these messages (its place empty) and an answer."""
-        budget = self.model.context - self.model.prompt_tokens(messages) - answer - MARGIN
-        if budget < MIN_DOCUMENT:
-            raise StepError(
-                f"a context of {self.model.context} tokens leaves no room for the text beside "
-                f"the instructions and an answer of {answer} tokens: raise n_ctx or lower "
-                "max_tokens in the rule"
-            )
-        return budget
+        return room(self.model, messages, answer, "the text beside the instructions")
 
     def head(self, messages: list[Message], text: str, answer: int) -> tuple[str, dict[str, Any]]:
         """As much of the start of a text as fits; what was left out, for the manifest."""
@@ -338,23 +326,13 @@ class Run:
 
 
 def read_text(job: StepInput) -> tuple[str, str]:
-    """The newest text an earlier step made, else the source as text; and which it was."""
-    latest = job.latest("text/plain")
-    if latest is not None:
-        text, name = latest.path.read_text(encoding="utf-8"), latest.name
-    else:
-        text, _, _ = decode(job.source.read_bytes(), "auto", job.media_type)
-        name = job.source_name
+    """The text to read (input_text), refused when it has no words; and which file it was."""
+    text, name = input_text(job, "llm")
     if not any(c.isalnum() for c in text):
         raise InputError(
             f"{name} has no text (only blanks or symbols): there is nothing for the model to read"
         )
     return text.strip(), name
-
-
-def _messages(system: str, user: str, extra: str | None) -> list[Message]:
-    instructions = f"{system}\n\n{extra.strip()}" if extra else system
-    return [{"role": "system", "content": instructions}, {"role": "user", "content": user}]
 
 
 def _write(job: StepInput, name: str, body: str, media_type: str) -> Artifact:
@@ -381,12 +359,12 @@ def _json_answer(done: Generation, what: str) -> Any:
 def summarize(run: Run, text: str, job: StepInput) -> Output:
     """Summaries of parts that fit the context, then of those summaries, until one is left."""
     code = run.params.language or detect(text[:DETECT_CHARS]).language
-    language, extra = LANGUAGE_NAMES.get(code, code), run.params.system
+    language, extra = language_name(code), run.params.system
     answer = min(run.max_tokens, (run.model.context - MIN_DOCUMENT) // 3)
     rounds, first = 0, 0  # first: the parts the document itself was read in
     while True:
         system = (COMBINE if rounds else SUMMARIZE).format(language=language)
-        budget = run.room(_messages(system + SUMMARIZE_PART, "", extra), answer)
+        budget = run.room(conversation(system + SUMMARIZE_PART, "", extra), answer)
         parts = pieces(text, budget, run.model.count)
         first = first or len(parts)
         if len(parts) == 1:
@@ -395,12 +373,12 @@ def summarize(run: Run, text: str, job: StepInput) -> Output:
             raise StepError(f"the summaries of {first} parts did not shrink to fit the context")
         each = system + SUMMARIZE_PART
         summaries = [
-            _summary(run, _messages(each.format(part=i, parts=len(parts)), p, extra), p, answer)
+            _summary(run, conversation(each.format(part=i, parts=len(parts)), p, extra), p, answer)
             for i, p in enumerate(parts, 1)
         ]
         text = "\n\n".join(s for s in summaries if s)
         rounds += 1
-    summary = _summary(run, _messages(system, parts[0], extra), parts[0], answer)
+    summary = _summary(run, conversation(system, parts[0], extra), parts[0], answer)
     if not summary:
         raise StepError("the model wrote an empty summary; try another model or a `system` hint")
     return Output(
@@ -421,7 +399,7 @@ def classify(run: Run, text: str, job: StepInput) -> Output:
     labels = run.params.labels or []
     described = labels if isinstance(labels, dict) else dict.fromkeys(labels, "")
     listing = "\n".join(f"- {n}: {d}" if d else f"- {n}" for n, d in described.items())
-    messages = _messages(CLASSIFY.format(labels=listing), "", run.params.system)
+    messages = conversation(CLASSIFY.format(labels=listing), "", run.params.system)
     answer = max(run.max_tokens, max(run.model.count(n) for n in described) + 16)
     kept, cut = run.head(messages, text, answer)
     messages[-1]["content"] = kept
@@ -459,7 +437,7 @@ def extract(run: Run, text: str, job: StepInput) -> Output:
 
     schema = run.params.json_schema or {}
     shown = json.dumps(schema, ensure_ascii=False)
-    messages = _messages(EXTRACT.format(schema=shown), "", run.params.system)
+    messages = conversation(EXTRACT.format(schema=shown), "", run.params.system)
     kept, cut = run.head(messages, text, run.max_tokens)
     messages[-1]["content"] = kept
     found = _json_answer(run.generate(messages, run.max_tokens, typed_branches(schema)), "JSON")

@@ -7,7 +7,6 @@ paragraphs and sentences, translated by an engine, and put back in the same shap
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from caixa.pipelines.base import (
 )
 from caixa.pipelines.files import input_text
 from caixa.pipelines.language import COMMON, detect
+from caixa.pipelines.language import MODULE as DETECTOR
+from caixa.pipelines.language import code as language_code
 from caixa.pipelines.sentences import paragraphs, pieces
 
 Engine = Literal["auto", "bergamot", "argos"]
@@ -35,7 +36,6 @@ ENGINES: dict[str, Requirements] = {
     "bergamot": Requirements(modules=(bergamot.MODULE,), extra="translate"),
     "argos": Requirements(modules=(argos.MODULE,), extra="translate"),
 }
-DETECTOR = "py3langid"
 # Bergamot's tiny models lose the thread past ~80 words (a 130-word clause came back as 97
 # words of repetitions): longer sentences, run-on OCR lines mostly, go in pieces.
 MAX_WORDS = 50
@@ -54,12 +54,7 @@ class TranslateParams(BaseModel):
     def _code(cls, value: object, info: ValidationInfo) -> object:
         if not isinstance(value, str):
             return value
-        code = value.strip().lower()
-        if not (
-            re.fullmatch(r"[a-z]{2,3}", code) or (info.field_name == "source" and code == "auto")
-        ):
-            raise ValueError("give a language code such as en or pt (ISO 639-1)")
-        return code
+        return language_code(value, auto=info.field_name == "source")
 
     @field_validator("argos_models")
     @classmethod
@@ -86,7 +81,7 @@ class TranslateStep(BaseStep):
         return bergamot.PACKAGED if params.engine != "argos" and into_pair else None
 
     def run(self, job: StepInput, params: TranslateParams) -> StepResult:
-        text = input_text(job, "translate")
+        text, _ = input_text(job, "translate")
         if not _has_words(text):
             raise InputError("there is no text to translate: it is empty or has no words")
         own = []

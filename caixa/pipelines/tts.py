@@ -8,7 +8,6 @@ between pieces: memory stays that of one piece whatever the length of the text.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,9 +30,10 @@ from caixa.pipelines.base import (
 )
 from caixa.pipelines.files import input_text
 from caixa.pipelines.language import COMMON, detect
+from caixa.pipelines.language import MODULE as DETECTOR
+from caixa.pipelines.language import code as language_code
 from caixa.pipelines.sentences import paragraphs, pieces
 
-DETECTOR = "py3langid"
 DEFAULT_VOICES = {"en": "en_US-joe-medium"}
 # Piper's memory grows ~6 MB per word of a sentence and its pace drops past ~40 words
 # (measured: 30 words 145 MB, 100 words 590 MB, 200 words 1.2 GB): longer sentences are cut.
@@ -61,12 +61,12 @@ class TtsParams(BaseModel):
     @field_validator("language")
     @classmethod
     def _language(cls, value: str) -> str:
-        return _code(value, auto=True)
+        return language_code(value, auto=True)
 
     @field_validator("voices")
     @classmethod
     def _voices(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        voices = {_code(language): ref.strip() for language, ref in value.items()}
+        voices = {language_code(language): ref.strip() for language, ref in value.items()}
         for language, ref in voices.items():
             if ref.startswith(espeak.PREFIX):
                 if not ref.removeprefix(espeak.PREFIX):
@@ -96,13 +96,6 @@ class TtsParams(BaseModel):
     def voice_of(self, language: str) -> str:
         """The voice for a language: the rule's Piper voice, else espeak-ng's for it."""
         return self.voices.get(language, espeak.PREFIX + espeak.voice_for(language))
-
-
-def _code(value: str, auto: bool = False) -> str:
-    code = value.strip().lower()
-    if not (re.fullmatch(r"[a-z]{2,3}", code) or (auto and code == "auto")):
-        raise ValueError(f"{value!r}: give a language code such as en or pt (ISO 639-1)")
-    return code
 
 
 @dataclass(frozen=True)
@@ -203,7 +196,7 @@ def _voice(ref: str, params: TtsParams, job: StepInput) -> Voice:
 
 def _speakable(job: StepInput, params: TtsParams) -> str:
     """The words to say: the input text, cleaned of Markdown markup when it is Markdown."""
-    raw = input_text(job, "tts")
+    raw, _ = input_text(job, "tts")
     if not raw.strip():
         raise InputError(f"there is no text to speak: {job.source_name} is empty or only spaces")
     markdown = params.markdown
