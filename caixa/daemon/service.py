@@ -200,6 +200,8 @@ class Daemon:
             if on_tick:
                 on_tick(self)
             if once and self._drained():
+                if on_tick:  # once more: jobs may have finished since the tick above
+                    on_tick(self)
                 return
             deadlines = [next_journal, next_scan, next_tick]
             if self.watcher.polled:
