@@ -99,12 +99,18 @@ class World:
         return proc
 
     def logs(self) -> list[dict[str, Any]]:
-        lines = []
+        """Every JSON record the daemon and its workers wrote. They share one stderr, and now
+        and then two records land on one line (seen under load), so a line is read record by
+        record rather than as exactly one."""
+        records = []
+        decoder = json.JSONDecoder()
         for path in sorted(self.home.glob("daemon-*.log")):
             for line in path.read_text(errors="replace").splitlines():
-                if line.startswith("{"):
-                    lines.append(json.loads(line))
-        return lines
+                at = 0
+                while line.startswith("{", at):
+                    record, at = decoder.raw_decode(line, at)
+                    records.append(record)
+        return records
 
     def raw_log(self) -> str:
         return "".join(

@@ -43,8 +43,9 @@ class Supervisor:
             if self.ping_every is not None and not self.problems:
                 self.notifier.send("WATCHDOG=1")
             self._next_check = now + min(self.ping_every or STATUS_SECONDS, STATUS_SECONDS)
-        if now >= self._next_status and self.notifier.enabled:  # the line counts every job
-            self.notifier.send(f"STATUS={self._status_line()}")
+        if now >= self._next_status:
+            if self.notifier.enabled:  # the line counts every job: only when someone listens
+                self.notifier.send(f"STATUS={self._status_line()}")
             self._next_status = now + STATUS_SECONDS
         return min(self._next_check, self._next_status)
 

@@ -98,3 +98,19 @@ def test_the_watchdog_is_petted_only_while_every_part_answers(
     answer["watcher"] = None
     supervisor.tick(103.0)
     assert received(manager) == ["WATCHDOG=1", "STATUS=3 queued, 1 running, 10 done, 0 failed"]
+
+
+def test_with_no_service_manager_the_next_tick_is_still_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No status line is built when nobody listens, yet ticks stay spaced out: a tick due at
+    once, every time, would spin the daemon's loop."""
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    counted = []
+    supervisor = Supervisor(
+        Notifier(None), {"watcher": lambda: None}, lambda: counted.append(1) or ""
+    )
+    supervisor.mark_ready()
+    for now in (100.0, 100.5, 101.0):
+        assert supervisor.tick(now) > now
+    assert counted == []  # the status line counts every job: never built for no one
