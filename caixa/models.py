@@ -44,16 +44,25 @@ class ModelNotFoundError(LookupError):
     """A model name that no installed package ships, or a path with nothing there."""
 
 
+def package_folder(package: str) -> Path | None:
+    """Where an installed package's files lie, found without importing it; None when it is
+    not installed."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def locate(ref: str) -> Path:
     """The files of a packaged model by name, or of a user's model by path."""
     if ref in PACKAGED:
         package, inside = PACKAGED[ref]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
+        folder = package_folder(package)
+        if folder is None:
             raise ModelNotFoundError(
                 f"model {ref!r} ships in the package {package!r}, which is not installed"
             )
-        return Path(next(iter(spec.submodule_search_locations))) / inside
+        return folder / inside
     path = Path(ref).expanduser()
     if not path.exists():
         known = ", ".join(sorted(PACKAGED))

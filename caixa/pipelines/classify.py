@@ -8,7 +8,6 @@ The packaged model is EfficientNet-Lite0 (ImageNet's 1000 classes: "minibus", "t
 
 from __future__ import annotations
 
-import json
 import time
 from functools import partial
 from typing import ClassVar
@@ -17,7 +16,8 @@ from pydantic import BaseModel, Field
 
 from caixa import models
 from caixa.pipelines import efficientnet, yolo
-from caixa.pipelines.base import Artifact, BaseStep, Requirements, Resource, StepInput, StepResult
+from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, StepResult
+from caixa.pipelines.files import json_artifact
 from caixa.pipelines.images import load_photo
 from caixa.pipelines.vision import PhotoParams, sentence
 
@@ -61,13 +61,11 @@ class ClassifyStep(BaseStep):
             "model": params.model_name,
             "labels": found,
         }
-        table = job.workdir / "labels.json"
-        table.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         looks = ", ".join(f"{label} ({p:.0%})" for label, p in labels)
         words = f"{job.source_name} looks like: {looks} (by {params.model_name})."
         return StepResult(
             [
-                Artifact(f"{job.stem}.labels.json", table, "application/json"),
+                json_artifact(job, "labels", report),
                 sentence(job, "labels", words),
             ],
             data={

@@ -9,7 +9,6 @@ users give their own ultralytics weights (a COCO yolo11n.pt, any .pt or .onnx) b
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from typing import Any, ClassVar
@@ -20,6 +19,7 @@ from caixa import models
 from caixa.errors import StepError
 from caixa.pipelines import yolo
 from caixa.pipelines.base import Artifact, BaseStep, Requirements, Resource, StepInput, StepResult
+from caixa.pipelines.files import json_artifact
 from caixa.pipelines.images import load_photo
 from caixa.pipelines.vision import PhotoParams, sentence
 
@@ -96,8 +96,6 @@ class DetectStep(BaseStep):
                 for d in found.detections
             ],
         }
-        table = job.workdir / "detections.json"
-        table.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         drawn = job.workdir / "annotated.jpg"
         found.save_annotated(drawn)
         meaning = MEANINGS.get(params.model, {})
@@ -108,7 +106,7 @@ class DetectStep(BaseStep):
         words = f"{job.source_name}: {seen or 'nothing'} detected by {params.model_name}."
         return StepResult(
             [
-                Artifact(f"{job.stem}.detections.json", table, "application/json"),
+                json_artifact(job, "detections", report),
                 Artifact(f"{job.stem}.annotated.jpg", drawn, "image/jpeg"),
                 sentence(job, "detections", words),
             ],

@@ -11,7 +11,6 @@ ultralytics' own ImageNet.yaml, read as a file: importing ultralytics costs ~2 s
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 from functools import cache
 from pathlib import Path
@@ -82,10 +81,9 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 @cache
 def imagenet_names() -> list[str]:
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None or not spec.submodule_search_locations:
+    folder = models.package_folder("ultralytics")
+    if folder is None:
         raise StepError("the ImageNet class names ship with ultralytics, which is not installed")
-    folder = Path(next(iter(spec.submodule_search_locations)))
     with (folder / "cfg" / "datasets" / "ImageNet.yaml").open(encoding="utf-8") as f:
         found = yaml.safe_load(f)["names"]
     return [found[i] for i in range(len(found))]

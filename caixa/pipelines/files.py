@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import json
 import shutil
 from typing import ClassVar, Literal
 
@@ -102,3 +103,10 @@ def input_text(job: StepInput, step: str) -> tuple[str, str]:
         f"{step} reads text, and {job.source_name} is {job.media_type}: "
         "put an ocr or text step before it in the rule"
     )
+
+
+def json_artifact(job: StepInput, suffix: str, data: object) -> Artifact:
+    """`data` as the job's `<stem>.<suffix>.json`, readable by people (indented, accents kept)."""
+    target = job.workdir / f"{suffix}.json"
+    target.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return Artifact(f"{job.stem}.{suffix}.json", target, "application/json")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from caixa.pipelines.base import Artifact, BaseStep, NoParams, StepInput, StepResult
+from caixa.pipelines.base import BaseStep, NoParams, StepInput, StepResult
+from caixa.pipelines.files import json_artifact
 
 
 class MetadataStep(BaseStep):
@@ -24,11 +24,7 @@ class MetadataStep(BaseStep):
             facts.update(image_facts(job.source))
         elif job.media_type == "application/pdf":
             facts.update(pdf_facts(job.source))
-        target = job.workdir / "metadata.json"
-        target.write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return StepResult(
-            [Artifact(f"{job.stem}.metadata.json", target, "application/json")], data=facts
-        )
+        return StepResult([json_artifact(job, "metadata", facts)], data=facts)
 
 
 def sha256_of(path: Path) -> str:

@@ -10,7 +10,6 @@ OMP_NUM_THREADS=1 for the whole process; caixa puts that back and sets torch's t
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -170,7 +169,7 @@ def _place_fonts(folder: Path) -> None:
 def _fonts() -> list[Path]:
     """Debian's DejaVu Sans, then matplotlib's copy (ultralytics depends on matplotlib)."""
     found = [DEJAVU]
-    spec = importlib.util.find_spec("matplotlib")
-    if spec is not None and spec.origin:
-        found.append(Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf")
+    matplotlib = models.package_folder("matplotlib")
+    if matplotlib is not None:
+        found.append(matplotlib / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf")
     return found
