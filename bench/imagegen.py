@@ -34,7 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (argos ships a `tests`)
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.imagegen import ImagegenParams, ImagegenStep
+from caixa.pipelines.imagegen.step import ImagegenParams, ImagegenStep
 from tests import tiny_diffusion
 
 TARGET = 0.95

@@ -27,8 +27,8 @@ from _common import ratio, save
 from caixa import offline
 from caixa.models import locate
 from caixa.pipelines.base import Artifact, StepInput
-from caixa.pipelines.embed import DEFAULT_MODEL
-from caixa.pipelines.index import IndexParams, IndexStep, chunk_text
+from caixa.pipelines.index.embed import DEFAULT_MODEL
+from caixa.pipelines.index.step import IndexParams, IndexStep, chunk_text
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bilingual.json"
 PAGES = 20

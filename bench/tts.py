@@ -31,8 +31,8 @@ from _common import ratio, save
 
 from caixa import models
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.threads import default_threads
-from caixa.pipelines.tts import TtsParams, TtsStep
+from caixa.pipelines.common.threads import default_threads
+from caixa.pipelines.speech.step import TtsParams, TtsStep
 
 if TYPE_CHECKING:
     from piper import PiperVoice

@@ -14,17 +14,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from caixa import install, log, offline, rules
-from caixa import search as searching
+from caixa import app as operations
+from caixa import install, log, offline
+from caixa.config import rules
+from caixa.config.settings import Settings
 from caixa.daemon import lanestate
-from caixa.daemon.journal import TERMINAL, Job, Journal, State
-from caixa.daemon.outputs import error_file
+from caixa.daemon.journal import TERMINAL, State
 from caixa.daemon.service import Daemon
-from caixa.daemon.watcher import TEMP_PATTERNS, is_temp_name
-from caixa.daemon.workarea import WorkArea
-from caixa.errors import CaixaError, ExitCode, JobNotFoundError
+from caixa.errors import CaixaError, StepError, TransientError
+from caixa.pipelines.index.retrieve import Hit
+from caixa.pipelines.llm.ask import markdown
 from caixa.pipelines.registry import default_registry
-from caixa.settings import Settings
 
 app = typer.Typer(
     help="caixa: drop a file in an inbox, get the local AI result.",
@@ -74,7 +74,7 @@ def run(
     else:
         seen = daemon.run(once=once)
     if once:
-        after = Journal(settings.journal_path).counts()
+        after = daemon.journal.counts()
         gained = {s: after.get(s, 0) - before.get(s, 0) for s in TERMINAL}
         err.print(
             f"caixa: {gained[State.done]} done, {gained[State.duplicate]} duplicates,"
@@ -108,47 +108,42 @@ def check(
     strict: Annotated[bool, typer.Option(help="fail when a step is unavailable")] = False,
 ) -> None:
     """Validate the rules file; say which steps are unavailable and why."""
-    settings = _settings(rules_path)
-    ruleset = rules.load(settings.rules)
+    found = operations.check(_settings(rules_path).rules)
+    ruleset = found.rules
     out.print(f"{ruleset.source}: {len(ruleset.rules)} rules valid", highlight=False)
-    reasons: dict[str, str] = {}
-    for rule in ruleset.rules:
-        missing = [u.split(":", 1)[0] for u in rule.unavailable]
-        reasons.update(u.split(": ", 1) for u in rule.unavailable)
+    for verdict in found.verdicts:
+        rule = verdict.rule
         where = ", ".join(_near(p, ruleset.source.parent) for p in rule.inboxes)
         steps = " -> ".join(s.name for s in rule.steps)
-        state = f"waits for: {', '.join(missing)}" if missing else "ready"
+        state = f"waits for: {', '.join(verdict.missing)}" if verdict.missing else "ready"
         out.print(f"  {rule.name:<12} {where:<24} {steps:<36} {state}", highlight=False)
-    for name, reason in sorted(reasons.items()):
+    for name, reason in sorted(found.reasons.items()):
         out.print(f"unavailable: {name}: {reason}", highlight=False)
-    inactive = sum(not r.active for r in ruleset.rules)
-    if strict and inactive:
+    if strict and found.inactive:
         raise typer.Exit(1)
 
 
 @app.command()
 def explain(file: Path, rules_path: RulesOpt = None) -> None:
     """Say which rule and steps a file would get, and why the other rules would not take it."""
-    ruleset = rules.load(_settings(rules_path).rules)
-    if is_temp_name(file.name):
-        out.print(f"{file}: caixa ignores hidden and temporary names ({', '.join(TEMP_PATTERNS)})")
+    found = operations.explain(file, _settings(rules_path).rules)
+    if found.ignored:
+        out.print(f"{file}: caixa ignores {found.reasons[0]}", markup=False)
         raise typer.Exit(1)
-    if not file.is_file():
-        err.print(f"caixa: {file}: no such file (explain reads its content to tell its type)")
-        raise typer.Exit(ExitCode.not_found)
-    verdict = ruleset.decide(file.absolute())
-    for reason in verdict.reasons:
-        out.print(f"  not {reason}")
-    if verdict.rule is None:
-        out.print(f"{file}: no rule takes this file; it would stay where it is")
+    for reason in found.reasons:
+        out.print(f"  not {reason}", markup=False)
+    rule = found.rule
+    if rule is None:
+        out.print(f"{file}: no rule takes this file; it would stay where it is", markup=False)
         raise typer.Exit(1)
-    rule = verdict.rule
-    out.print(f"{file}: rule {rule.name!r} takes it")
+    out.print(f"{file}: rule {rule.name!r} takes it", markup=False)
     for i, step in enumerate(rule.steps, 1):
-        out.print(f"  {i}. {step.name} {json.dumps(step.params) if step.params else ''}")
-    out.print(f"  outputs under {ruleset.outputs / rule.output}; source then: {rule.on_success}")
+        out.print(
+            f"  {i}. {step.name} {json.dumps(step.params) if step.params else ''}", markup=False
+        )
+    out.print(f"  outputs under {found.outputs}; source then: {rule.on_success}", markup=False)
     if not rule.active:
-        out.print("  but it waits, because: " + "; ".join(rule.unavailable))
+        out.print("  but it waits, because: " + "; ".join(rule.unavailable), markup=False)
 
 
 @app.command()
@@ -160,55 +155,39 @@ def schema() -> None:
 @app.command()
 def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Jobs by state, the running steps, and recent failures with their reasons."""
-    journal = Journal.existing(_settings(home=home).home)
-    counts = journal.counts()
-    running = journal.jobs(State.running)
-    failures = journal.jobs(State.failed, limit=10, newest_first=True)
-    refused = journal.refusals(10)
-    lanes = lanestate.read(journal.path.parent)
+    now = operations.status(_settings(home=home).home)
     if as_json:
         print(
             json.dumps(
                 {
-                    "counts": counts,
-                    "running": [_job_json(j) for j in running],
-                    "recent_failures": [_job_json(j) for j in failures],
-                    "refused": [{"path": p, "reason": r} for p, r, _ in refused],
-                    "lanes": lanes,
+                    "counts": now.counts,
+                    "running": [operations.job_json(j) for j in now.running],
+                    "recent_failures": [operations.job_json(j) for j in now.recent_failures],
+                    "refused": [{"path": p, "reason": r} for p, r, _ in now.refused],
+                    "lanes": now.lanes,
                 },
                 indent=2,
             )
         )
         return
-    out.print("jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"))
-    for line in lanestate.describe(lanes):
+    out.print("jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(now.counts.items())) or "none"))
+    for line in lanestate.describe(now.lanes):
         out.print(line, markup=False)
-    for job in running:
+    for job in now.running:
         since = time.time() - job.updated_at
         out.print(
-            f"running: {job.id} {job.rule}/{job.running_step} on {job.name!r} ({since:.0f} s)"
+            f"running: {job.id} {job.rule}/{job.running_step} on {job.name!r} ({since:.0f} s)",
+            markup=False,
         )
-    for job in failures:
+    for job in now.recent_failures:
         error = job.error or {}
         out.print(
             f"failed: {job.id} {job.name!r} at {error.get('step')}: {error.get('message')}"
-            f"\n        now at {job.final_path}; retry: caixa retry {job.id}"
+            f"\n        now at {job.final_path}; retry: caixa retry {job.id}",
+            markup=False,
         )
-    for path, reason, _ in refused:
-        out.print(f"refused: {path}: {reason}")
-
-
-def _job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "state": job.state,
-        "rule": job.rule,
-        "file": job.name,
-        "step": job.running_step,
-        "error": job.error,
-        "path": job.final_path,
-        "updated_at": job.updated_at,
-    }
+    for path, reason, _ in now.refused:
+        out.print(f"refused: {path}: {reason}", markup=False)
 
 
 @app.command()
@@ -218,26 +197,13 @@ def retry(
     home: HomeOpt = None,
 ) -> None:
     """Queue failed jobs again, from their first step; the daemon takes them at once."""
-    settings = _settings(home=home)
-    journal = Journal.existing(settings.home)
-    if failed:
-        jobs = journal.jobs(State.failed)
-    elif job:
-        jobs = [j for j in journal.find(job) if j.state is State.failed]
-        if not jobs:
-            raise JobNotFoundError(f"no failed job has an id starting with {job!r}")
-    else:
+    if not failed and not job:
         raise typer.BadParameter("name a job, or give --failed")
-    work = WorkArea(settings.work_dir)
-    for j in jobs:
-        source = Path(j.final_path or "")
-        if not j.final_path or not source.exists():
-            err.print(f"{j.id}: its file is no longer at {source}; move it back into its inbox")
-            continue
-        journal.requeue(j.id)  # first: a crash before the move is finished by the daemon
-        work.claim(source, j.id, j.name)
-        error_file(source).unlink(missing_ok=True)
-        out.print(f"{j.id}: {j.name!r} queued again")
+    for done in operations.retry(_settings(home=home).home, None if failed else job):
+        if done.queued:
+            out.print(f"{done.job.id}: {done.job.name!r} queued again", markup=False)
+        else:
+            err.print(f"{done.job.id}: {done.why}", markup=False)
 
 
 @app.command()
@@ -261,11 +227,21 @@ def search(
     settings = _settings(rules_path, home)
     outputs = _outputs_root(settings, rules_path)
     if drop is not None or prune:
-        _forget(settings.home, outputs, drop, prune)
+        if prune and outputs is None:
+            raise typer.BadParameter(
+                "--prune reads the outputs folder from the rules: give --rules"
+            )
+        gone = operations.forget(settings.home, drop, outputs if prune else None)
+        for doc in gone:
+            out.print(
+                f"dropped: {doc.source_name} (job {doc.job_id}, rule {doc.rule})", markup=False
+            )
+        if prune and not gone:
+            out.print("every indexed document still has its output folder")
         return
     if not query:
         raise typer.BadParameter("give a query (or --drop / --prune)")
-    results = searching.search(settings.home, query, limit, outputs)
+    results = operations.search(settings.home, query, limit, outputs)
     if as_json:
         hits = [_hit_json(h) for h in results.hits]
         print(
@@ -299,23 +275,7 @@ def _outputs_root(settings: Settings, given: Path | None) -> Path | None:
     return rules.load(settings.rules).outputs
 
 
-def _forget(home: Path, outputs: Path | None, drop: str | None, prune: bool) -> None:
-    gone = searching.drop(home, drop) if drop is not None else []
-    if drop is not None and not gone:
-        raise JobNotFoundError(f"no indexed file is named {drop!r} and no indexed job id starts so")
-    if prune:
-        if outputs is None:
-            raise typer.BadParameter(
-                "--prune reads the outputs folder from the rules: give --rules"
-            )
-        gone += searching.prune(home, outputs)
-    for doc in gone:
-        out.print(f"dropped: {doc.source_name} (job {doc.job_id}, rule {doc.rule})", markup=False)
-    if prune and not gone:
-        out.print("every indexed document still has its output folder")
-
-
-def _hit_json(hit: searching.Hit) -> dict[str, Any]:
+def _hit_json(hit: Hit) -> dict[str, Any]:
     return {
         "file": hit.document.source_name,
         "folder": str(hit.folder) if hit.folder else None,
@@ -349,20 +309,18 @@ def ask(
     rules_path: RulesOpt = None,
 ) -> None:
     """Answer a question from the indexed documents with a local LLM, citing files and pages."""
-    from caixa import ask as answering
-    from caixa.errors import StepError, TransientError
-    from caixa.pipelines.chat import open_model
+    from caixa.pipelines.llm.chat import open_model
 
     settings = _settings(rules_path, home)
     outputs = _outputs_root(settings, rules_path)
     try:
-        found = answering.answer(
+        found = operations.ask(
             settings.home,
             question,
             lambda: open_model(model, server, n_ctx=n_ctx, device="cuda"),
+            outputs,
             passages=limit,
             max_tokens=max_tokens,
-            outputs=outputs,
         )
     except (StepError, TransientError) as exc:
         err.print(f"caixa: {exc}", markup=False)
@@ -384,7 +342,7 @@ def ask(
             )
         )
         return
-    out.print(answering.markdown(found), end="", markup=False)
+    out.print(markdown(found), end="", markup=False)
 
 
 @app.command("install-service")

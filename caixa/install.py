@@ -19,9 +19,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from caixa import rules as rules_file
+from caixa.config import rules as rules_file
+from caixa.config.settings import Settings
 from caixa.errors import CaixaError
-from caixa.settings import Settings
 
 SYSTEM_HOME = Path("/var/lib/caixa")
 SYSTEM_UNITS = Path("/etc/systemd/system")

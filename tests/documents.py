@@ -20,7 +20,7 @@ from rapidfuzz.distance import Levenshtein
 
 from caixa.filetypes import sniff
 from caixa.pipelines.base import StepInput, StepResult
-from caixa.pipelines.ocr import OcrParams, OcrStep
+from caixa.pipelines.ocr.step import OcrParams, OcrStep
 
 FONTS = Path("/usr/share/fonts/truetype/dejavu")
 SANS = FONTS / "DejaVuSans.ttf"

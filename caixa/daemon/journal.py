@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from caixa.errors import HomeUnusableError
+from caixa.home import Home
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -149,13 +150,6 @@ class StepRun:
     result: dict[str, Any] | None
 
 
-JOURNAL_FILE = "journal.sqlite3"
-
-
-def journal_path(home: Path) -> Path:
-    return home / JOURNAL_FILE
-
-
 class Journal:
     """All access to the jobs database. Thread-safe: one connection behind a lock."""
 
@@ -183,13 +177,8 @@ class Journal:
     @classmethod
     def existing(cls, home: Path) -> Journal:
         """The journal of a home that has been used; a mistyped home is not made into a new one."""
-        path = journal_path(home)
-        if not path.exists():
-            raise HomeUnusableError(
-                f"no journal at {path}: caixa has not run with this home"
-                " (give --home or set CAIXA_HOME)"
-            )
-        return cls(path)
+        Home(home).require_used()
+        return cls(Home(home).journal)
 
     def close(self) -> None:
         with self._lock:

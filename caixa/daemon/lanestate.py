@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from caixa.daemon.fsutil import atomic_write_bytes
+from caixa.home import Home
 
-STATE_FILE = "lanes.json"
 RECENT_SECONDS = 600.0  # the window of "recent throughput"
 WRITE_EVERY = 0.2
 
@@ -61,7 +61,7 @@ class StateFile:
     thread, so the lanes never wait on the disk."""
 
     def __init__(self, home: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
-        self.path = home / STATE_FILE
+        self.path = Home(home).lanes
         self.snapshot = snapshot
         self._dirty = threading.Event()
         self._closed = False
@@ -100,7 +100,7 @@ class StateFile:
 def read(home: Path) -> dict[str, Any] | None:
     """The running daemon's lanes, or None when no daemon runs on this home."""
     try:
-        data = json.loads((home / STATE_FILE).read_text())
+        data = json.loads((Home(home).lanes).read_text())
         # alive even when it runs as another user (caixa, under the system unit): EPERM
         with contextlib.suppress(PermissionError):
             os.kill(data["pid"], 0)

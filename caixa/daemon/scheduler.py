@@ -18,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from caixa import log
+from caixa.config.settings import Settings
+from caixa.daemon.jobs import JobRunner
 from caixa.daemon.lanestate import StateFile, Throughput
 from caixa.daemon.policy import ReadySet
-from caixa.daemon.pool import WorkerPool
-from caixa.daemon.procs import Reply, Task, WorkerConfig
-from caixa.daemon.workers import JobRunner
+from caixa.daemon.worker.pool import WorkerPool
+from caixa.daemon.worker.protocol import Reply, Task, WorkerConfig
 from caixa.pipelines.base import Resource
-from caixa.settings import Settings
 
 logger = log.get("caixa.scheduler")
 

@@ -7,31 +7,30 @@ running steps given `stop_timeout` to finish, the rest left to resume at the nex
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from caixa import log
-from caixa.daemon.fsutil import durable_move
+from caixa.config.rules import RuleSet
+from caixa.config.rules import load as load_rules
+from caixa.config.settings import Settings
+from caixa.daemon import intake
+from caixa.daemon import jobs as job_phases
 from caixa.daemon.health import Supervisor
+from caixa.daemon.jobs import JobRunner, Places
 from caixa.daemon.journal import TERMINAL, Claim, Journal, State
 from caixa.daemon.notify import Notifier
-from caixa.daemon.outputs import archive_target, write_error
 from caixa.daemon.scheduler import Scheduler
 from caixa.daemon.watcher import Watcher
 from caixa.daemon.workarea import WorkArea
-from caixa.daemon.workers import JobRunner, Places
-from caixa.errors import HomeLockedError, RulesError
+from caixa.errors import RulesError
+from caixa.home import Home
 from caixa.pipelines.registry import StepRegistry
-from caixa.rules import RuleSet
-from caixa.rules import load as load_rules
-from caixa.settings import Settings
 
 logger = log.get("caixa.daemon")
 JOURNAL_POLL_SECONDS = 1.0  # how soon a `caixa retry` (another process) or a rules edit is noticed
@@ -46,25 +45,6 @@ class Progress:
     waiting: int = 0
 
 
-@contextmanager
-def home_lock(home: Path) -> Iterator[None]:
-    """One daemon per home: two would claim the same files."""
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "caixa.pid"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode().strip() or "?"
-            raise HomeLockedError(f"another caixa (pid {pid}) is running on {home}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
 class Daemon:
     def __init__(self, settings: Settings, rules: RuleSet, registry: StepRegistry) -> None:
         self.settings = settings
@@ -73,8 +53,9 @@ class Daemon:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.progress = Progress()
-        self.journal = Journal(settings.journal_path)
-        self.work = WorkArea(settings.work_dir)
+        self.home = Home(settings.home)
+        self.journal = Journal(self.home.journal)
+        self.work = WorkArea(self.home.work)
         places = Places(rules.outputs, rules.processed, rules.failed)
         self.runner = JobRunner(
             self.journal,
@@ -110,10 +91,10 @@ class Daemon:
         return [self.settings.home, rules.outputs, rules.processed, rules.failed]
 
     def run(self, once: bool = False, on_tick: Callable[[Daemon], None] | None = None) -> Progress:
-        with home_lock(self.settings.home):
+        with self.home.lock():
             self._install_signals()
             self._check_usable(self.rules)
-            self.recover()
+            job_phases.recover(self.journal, self.work, self.rules.failed)
             self.scheduler.start()
             self.watcher.start()
             try:
@@ -335,82 +316,31 @@ class Daemon:
     def _claim_for(self, path: Path) -> Claim | None:
         """The claim a ready file gets, or None (and why, logged once) if it stays."""
         try:
-            verdict = self.rules.decide(path)
-            st = path.lstat()
+            decision = intake.decide(self.rules, path, self.journal.is_kept)
         except OSError as exc:
             if not isinstance(exc, FileNotFoundError):
                 logger.warning("cannot read file", path=str(path), error=str(exc))
                 self.watcher.settle(path)
             return None
-        rule = verdict.rule
-        if rule is None or verdict.inbox is None or verdict.rel is None:
-            logger.warning(
-                "no rule takes this file; it stays", path=str(path), why=list(verdict.reasons)
-            )
-            self.progress.unmatched += 1
-            self.watcher.settle(path)
+        if decision.refused is not None:
+            self._refuse(path, decision.refused)
             return None
-        if not rule.active:
-            logger.warning(
-                "file waits: its rule needs a step that is unavailable",
-                path=str(path),
-                rule=rule.name,
-                unavailable=list(rule.unavailable),
-            )
-            self.progress.waiting += 1
+        if decision.claim is None:
+            if decision.stays is intake.Stays.unmatched:
+                logger.warning(decision.stays, path=str(path), why=list(decision.details))
+                self.progress.unmatched += 1
+            elif decision.stays is intake.Stays.waiting:
+                logger.warning(
+                    decision.stays,
+                    path=str(path),
+                    rule=decision.rule,
+                    unavailable=list(decision.details),
+                )
+                self.progress.waiting += 1
             self.watcher.settle(path)
-            return None
-        if self.journal.is_kept(path, st.st_size, st.st_mtime_ns):
-            self.watcher.settle(path)
-            return None
-        plan = {
-            "steps": [s.model_dump() for s in rule.steps],
-            "output": rule.output,
-            "on_success": rule.on_success,
-        }
-        return Claim(rule.name, rule.version, plan, verdict.inbox, verdict.rel)
+        return decision.claim
 
     def _refuse(self, path: Path, reason: str) -> None:
         if self.journal.refuse(path, reason):
             self.progress.refused += 1
             logger.warning("refused", path=str(path), reason=reason)
-
-    # --- after a crash --------------------------------------------------------------------
-
-    def recover(self) -> None:
-        """Finish what a crash interrupted: half-made claims and retries, and work folders that
-        no unfinished job owns."""
-        for job in self.journal.jobs(State.claiming):
-            source = self.work.source(job.id, job.name)
-            retried_from = Path(job.final_path) if job.final_path else None
-            if not source.exists() and retried_from and retried_from.exists():
-                self.work.claim(retried_from, job.id, job.name)  # `caixa retry` was cut short
-            elif not source.exists():  # the rename never happened: the file is in its inbox
-                self.journal.forget(job.id)
-                self.work.remove(job.id)
-        for job_id in self.work.job_ids():
-            try:
-                job = self.journal.get(job_id)
-            except KeyError:
-                job = None
-            if job is None or job.state in TERMINAL:
-                self._rescue(job_id)
-
-    def _rescue(self, job_id: str) -> None:
-        """A work folder of no unfinished job (a journal deleted by hand): a source still in it
-        goes to failed/ with a note, never silently away."""
-        folder = self.work.source(job_id, "_").parent
-        for source in folder.iterdir() if folder.is_dir() else []:
-            target = archive_target(self.rules.failed, "_recovered", source.name)
-            write_error(
-                target,
-                {
-                    "file": source.name,
-                    "error": "OrphanedWork",
-                    "message": f"found in the work area ({job_id}) with no unfinished job",
-                    "retry": "move it back into an inbox",
-                },
-            )
-            durable_move(source, target)
-            logger.warning("orphaned work rescued", path=str(target))
-        self.work.remove(job_id)

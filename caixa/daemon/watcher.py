@@ -7,7 +7,6 @@ time. Temp names and dotfiles are ignored; anything but a regular file is refuse
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat
 import threading
@@ -32,12 +31,10 @@ from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
 from caixa import log
+from caixa.config.settings import Settings
+from caixa.daemon.intake import is_temp_name, refusal
 from caixa.daemon.mounts import is_network
-from caixa.settings import Settings
-
-TEMP_PATTERNS = (
-    "*.part", "*.partial", "*.crdownload", "*.download", "*.tmp", "*.temp", "*.swp", "~$*", ".*",
-)  # fmt: skip
+from caixa.home import Home
 
 logger = log.get("caixa.watcher")
 
@@ -46,23 +43,6 @@ logger = log.get("caixa.watcher")
 # inbox, so by default every file would wait half a second behind the previous claim
 # (measured: p50 540 ms from close to claim). Events are only hints here: pair quickly.
 InotifyMoveEventGrouper.delay = 0.01
-
-
-def is_temp_name(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name.lower(), p) for p in TEMP_PATTERNS)
-
-
-def refusal(mode: int, path: Path) -> str | None:
-    """Why a path that is not a regular file is refused, or None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISLNK(mode):
-        return f"a symlink (to {os.readlink(path)}); caixa takes only regular files: copy it in"
-    if stat.S_ISFIFO(mode):
-        return "a fifo; caixa takes only regular files"
-    if stat.S_ISSOCK(mode):
-        return "a socket; caixa takes only regular files"
-    return "a device or special file; caixa takes only regular files"
 
 
 @dataclass
@@ -96,7 +76,7 @@ class Watcher:
         self._observer = InotifyObserver(generate_full_events=True)
         self._handler = _Handler(self)
         self._watches: dict[Path, ObservedWatch] = {}
-        self._probe = _Probe(settings.home / "watcher-probe")
+        self._probe = _Probe(Home(settings.home).probe)
 
     # --- events (observer thread) ---------------------------------------------------------
 

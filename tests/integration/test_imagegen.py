@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from caixa.errors import InputError
-from caixa.pipelines import diffusion
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.imagegen import ImagegenParams, ImagegenStep
+from caixa.pipelines.imagegen import diffusion
+from caixa.pipelines.imagegen.step import ImagegenParams, ImagegenStep
 from tests import tiny_diffusion
 from tests.conftest import World
 

@@ -26,8 +26,8 @@ import pytest
 from caixa import models
 from caixa.errors import InputError
 from caixa.pipelines.base import StepInput, StepResult
-from caixa.pipelines.llama import TEMPLATE_KEY, LlamaModel
-from caixa.pipelines.llm import LlmParams, LlmStep
+from caixa.pipelines.llm.llama import TEMPLATE_KEY, LlamaModel
+from caixa.pipelines.llm.step import LlmParams, LlmStep
 
 LABELS = ["invoice", "complaint", "personal", "newsletter"]
 MAILS = [

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from caixa.pipelines.store import Store, index_path
+from caixa.pipelines.index.store import Store, index_path
 from tests.conftest import World
 
 CORPUS = json.loads((Path(__file__).parents[1] / "data" / "bilingual.json").read_text())

@@ -9,7 +9,7 @@ import wave
 import numpy as np
 import soundfile
 
-from caixa.pipelines.plaintext import from_markdown
+from caixa.pipelines.speech.plaintext import from_markdown
 from tests.conftest import World
 
 RULES = """

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from caixa.errors import StepError
-from caixa.pipelines.translate import translate_text
+from caixa.pipelines.translate.step import translate_text
 from tests.conftest import CAIXA, World
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -7,9 +7,9 @@ import codecs
 import pytest
 
 from caixa.errors import InputError
-from caixa.pipelines.files import decode
-from caixa.pipelines.frontmatter import parse
-from caixa.pipelines.imagegen import PromptSettings
+from caixa.pipelines.common.text import decode
+from caixa.pipelines.imagegen.frontmatter import parse
+from caixa.pipelines.imagegen.step import PromptSettings
 
 
 def settings(text: str) -> tuple[PromptSettings, str]:

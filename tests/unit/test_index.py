@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 
 from caixa.errors import InputError
-from caixa.pipelines import cells
 from caixa.pipelines.base import Artifact, StepInput
-from caixa.pipelines.embed import Embedder, embedder
-from caixa.pipelines.index import IndexParams, IndexStep, chunk_text
-from caixa.pipelines.store import (
+from caixa.pipelines.index import cells
+from caixa.pipelines.index.embed import Embedder, embedder
+from caixa.pipelines.index.retrieve import MARK, fts_query, rank
+from caixa.pipelines.index.step import IndexParams, IndexStep, chunk_text
+from caixa.pipelines.index.store import (
     Chunk,
     Document,
     EmbedderInfo,
     IndexUnusableError,
     Store,
 )
-from caixa.search import MARK, fts_query, rank
 
 CORPUS = json.loads((Path(__file__).parents[1] / "data" / "bilingual.json").read_text())
 

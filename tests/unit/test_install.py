@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from caixa.config.settings import Settings
 from caixa.install import Layout, plan, render_unit, writable_roots
-from caixa.settings import Settings
 from tests.conftest import CAIXA, World
 
 SYSTEMD = Path(__file__).parents[2] / "systemd"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from caixa.pipelines.language import detect
+from caixa.pipelines.common.language import detect
 
 SHORT = {
     "pt": [

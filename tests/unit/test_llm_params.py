@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from caixa.errors import StepError
-from caixa.pipelines.chat import Generation, pieces
-from caixa.pipelines.llm import LlmParams, LlmStep, pick_label
-from caixa.pipelines.openai_api import base_url
+from caixa.pipelines.llm.chat import Generation, pieces
+from caixa.pipelines.llm.openai_api import base_url
+from caixa.pipelines.llm.step import LlmParams, LlmStep, pick_label
 
 
 def params(**given: Any) -> LlmParams:

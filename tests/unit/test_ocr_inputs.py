@@ -10,9 +10,9 @@ from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
 from caixa.errors import InputError
-from caixa.pipelines import tesseract
-from caixa.pipelines.ocr import OcrParams
-from caixa.pipelines.poppler import BadPdfError
+from caixa.pipelines.ocr import tesseract
+from caixa.pipelines.ocr.poppler import BadPdfError
+from caixa.pipelines.ocr.step import OcrParams
 from tests.documents import (
     PORTUGUESE,
     blank_page,

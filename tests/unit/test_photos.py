@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from caixa.errors import InputError, StepError
-from caixa.pipelines import yolo
 from caixa.pipelines.base import StepResult
-from caixa.pipelines.classify import ClassifyParams, ClassifyStep
-from caixa.pipelines.detect import DetectParams, DetectStep
-from caixa.pipelines.images import load_photo
+from caixa.pipelines.common.images import load_photo
+from caixa.pipelines.vision import yolo
+from caixa.pipelines.vision.classify import ClassifyParams, ClassifyStep
+from caixa.pipelines.vision.detect import DetectParams, DetectStep
 from tests.documents import job_for, png_claiming
 from tests.photos import BUS, VEHICLES, ZIDANE
 

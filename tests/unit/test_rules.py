@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from caixa import rules
+from caixa.config import rules
 from caixa.errors import RulesError
 
 

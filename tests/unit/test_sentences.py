@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from caixa.pipelines.sentences import paragraphs, sentences
+from caixa.pipelines.common.sentences import paragraphs, sentences
 
 
 def test_sentences_keep_abbreviations_initials_and_decimals_together() -> None:

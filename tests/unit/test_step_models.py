@@ -4,10 +4,10 @@ group jobs and to budget memory) and a lighter way to retry after the GPU ran ou
 from __future__ import annotations
 
 from caixa import models
-from caixa.pipelines.detect import DetectParams, DetectStep
-from caixa.pipelines.imagegen import ImagegenParams, ImagegenStep
-from caixa.pipelines.index import IndexParams, IndexStep
-from caixa.pipelines.translate import TranslateParams, TranslateStep
+from caixa.pipelines.imagegen.step import ImagegenParams, ImagegenStep
+from caixa.pipelines.index.step import IndexParams, IndexStep
+from caixa.pipelines.translate.step import TranslateParams, TranslateStep
+from caixa.pipelines.vision.detect import DetectParams, DetectStep
 
 
 def test_translate_and_index_name_packaged_models_whose_size_is_known() -> None:

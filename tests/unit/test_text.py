@@ -6,7 +6,7 @@ import pytest
 
 from caixa import filetypes
 from caixa.errors import InputError
-from caixa.pipelines.files import decode
+from caixa.pipelines.common.text import decode
 
 PT = "Olá! A reunião de terça-feira: pão, café, açúcar e maçãs. Coração em ação.\n"
 

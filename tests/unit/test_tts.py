@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from caixa import models
 from caixa.errors import InputError, StepError
-from caixa.pipelines import piper
 from caixa.pipelines.base import StepInput, StepResult
-from caixa.pipelines.plaintext import from_markdown
-from caixa.pipelines.sentences import pieces
-from caixa.pipelines.tts import MAX_WORDS, TtsParams, TtsStep
+from caixa.pipelines.common.sentences import pieces
+from caixa.pipelines.speech import piper
+from caixa.pipelines.speech.plaintext import from_markdown
+from caixa.pipelines.speech.step import MAX_WORDS, TtsParams, TtsStep
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGLISH = "The monthly rent is paid by bank transfer. The tenant leaves a deposit of two months."
@@ -179,7 +179,7 @@ MEASURE = """
 import json, sys
 from pathlib import Path
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.tts import TtsParams, TtsStep
+from caixa.pipelines.speech.step import TtsParams, TtsStep
 
 def run(name, text):
     folder = Path(sys.argv[1]) / name

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from caixa.config.settings import Settings
 from caixa.daemon.watcher import Watcher, is_temp_name
-from caixa.settings import Settings
 
 
 @pytest.mark.parametrize(

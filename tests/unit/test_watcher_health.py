@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from caixa.config.settings import Settings
 from caixa.daemon.watcher import Watcher
-from caixa.settings import Settings
 
 
 def eventually(what: Callable[[], object], timeout: float = 5) -> object:

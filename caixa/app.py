@@ -1,0 +1,237 @@
+"""The operations a person asks for, on one home: status, retry, search, ask, forget, check,
+explain. The CLI prints what they return; the web page shows it. Each is safe while a daemon
+runs on the home: they read the journal and the index, and a retry is the journal's own
+two-step protocol (jobs.requeue), which the daemon finishes if it is cut short."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from caixa.config import rules as rules_file
+from caixa.config.rules import Rule, RuleSet
+from caixa.daemon import jobs as job_phases
+from caixa.daemon import lanestate
+from caixa.daemon.intake import TEMP_PATTERNS, is_temp_name
+from caixa.daemon.journal import Job, Journal, State
+from caixa.daemon.workarea import WorkArea
+from caixa.errors import JobNotFoundError
+from caixa.home import Home
+from caixa.pipelines.index import retrieve
+from caixa.pipelines.index.store import Document
+from caixa.pipelines.llm import ask as answering
+from caixa.pipelines.llm.chat import ChatModel
+
+# --- status --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Status:
+    counts: dict[str, int]
+    running: list[Job]
+    recent_failures: list[Job]
+    refused: list[tuple[str, str, float]]  # path, reason, when
+    lanes: dict[str, Any] | None  # the running daemon's lanes; None when none runs
+
+
+def status(home: Path, failures: int = 10) -> Status:
+    journal = Journal.existing(home)
+    try:
+        return Status(
+            counts=journal.counts(),
+            running=journal.jobs(State.running),
+            recent_failures=journal.jobs(State.failed, limit=failures, newest_first=True),
+            refused=journal.refusals(failures),
+            lanes=lanestate.read(home),
+        )
+    finally:
+        journal.close()
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "state": job.state,
+        "rule": job.rule,
+        "file": job.name,
+        "step": job.running_step,
+        "error": job.error,
+        "path": job.final_path,
+        "updated_at": job.updated_at,
+    }
+
+
+# --- retry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retried:
+    job: Job
+    queued: bool
+    why: str | None = None  # why it was not, when it was not
+
+
+def retry(home: Path, ref: str | None = None, rule: str | None = None) -> list[Retried]:
+    """Queue failed jobs again from their first step: the one `ref` names (an id or a prefix),
+    or every failed job (of `rule`, when given). The daemon takes them at its next look."""
+    journal = Journal.existing(home)
+    try:
+        if ref is not None:
+            chosen = [j for j in journal.find(ref) if j.state is State.failed]
+            if not chosen:
+                raise JobNotFoundError(f"no failed job has an id starting with {ref!r}")
+        else:
+            chosen = [j for j in journal.jobs(State.failed) if rule is None or j.rule == rule]
+        work = WorkArea(Home(home).work)
+        done = []
+        for job in chosen:
+            why = job_phases.requeue(journal, work, job)
+            done.append(Retried(job, why is None, why))
+        return done
+    finally:
+        journal.close()
+
+
+# --- search and ask ------------------------------------------------------------------------
+
+
+def search(
+    home: Path, query: str, limit: int = 10, outputs: Path | None = None
+) -> retrieve.Results:
+    """Hits for a query, best first, each with its output folder under `outputs` (relative to
+    it when None)."""
+    found = retrieve.search(home, query, limit)
+    return replace(found, hits=_placed(home, found.hits, outputs))
+
+
+def ask(
+    home: Path,
+    question: str,
+    load: Callable[[], ChatModel],
+    outputs: Path | None = None,
+    **options: Any,
+) -> answering.Answer:
+    """`caixa ask`: the answer from the best passages of the index, citing files and pages."""
+
+    def find(text: str, limit: int) -> list[retrieve.Hit]:
+        return search(home, text, limit, outputs).hits
+
+    return answering.answer(find, question, load, **options)
+
+
+def _placed(home: Path, hits: Sequence[retrieve.Hit], outputs: Path | None) -> list[retrieve.Hit]:
+    """Hits with their folders under `outputs`; an index made before it recorded folders
+    gets them from the journal."""
+    missing = [h.document.job_id for h in hits if h.folder is None]
+    known = _jobs(home, missing) if missing and Home(home).journal.exists() else {}
+    placed = []
+    for hit in hits:
+        folder = hit.folder
+        if folder is None and (job := known.get(hit.document.job_id)) and job.output_dir:
+            folder = Path(job.output_dir)
+        if folder is not None and outputs is not None:
+            folder = outputs / folder
+        placed.append(replace(hit, folder=folder))
+    return placed
+
+
+def forget(home: Path, ref: str | None, outputs: Path | None) -> list[Document]:
+    """Drop from the index the documents of a file name or a job (`ref`), and with `outputs`
+    those whose output folder is gone or whose job failed or was forgotten."""
+    gone = retrieve.drop(home, ref) if ref is not None else []
+    if ref is not None and not gone:
+        raise JobNotFoundError(f"no indexed file is named {ref!r} and no indexed job id starts so")
+    if outputs is not None:
+        docs = retrieve.documents(home)
+        jobs = _jobs(home, [d.job_id for d in docs])
+        orphans = [d for d in docs if _orphan(jobs.get(d.job_id), outputs)]
+        retrieve.forget(home, [d.job_id for d in orphans])
+        gone += orphans
+    return gone
+
+
+def _orphan(job: Job | None, outputs: Path) -> bool:
+    """Failed, forgotten, or published into a folder that is gone; jobs still on their way
+    to their outputs are not orphans."""
+    if job is None or job.state is State.failed:
+        return True
+    if job.state is not State.done:
+        return False
+    return job.output_dir is None or not (outputs / job.output_dir).is_dir()
+
+
+def _jobs(home: Path, job_ids: Sequence[str]) -> dict[str, Job]:
+    """The jobs the journal still has, by id."""
+    journal = Journal.existing(home)
+    try:
+        found = {}
+        for job_id in set(job_ids):
+            with contextlib.suppress(KeyError):
+                found[job_id] = journal.get(job_id)
+        return found
+    finally:
+        journal.close()
+
+
+# --- the rules -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    rule: Rule
+    missing: list[str]  # steps not installed
+
+
+@dataclass(frozen=True)
+class Check:
+    rules: RuleSet
+    verdicts: list[RuleCheck]
+    reasons: dict[str, str]  # why each missing step is missing
+
+    @property
+    def inactive(self) -> int:
+        return sum(bool(v.missing) for v in self.verdicts)
+
+
+def check(rules_path: Path) -> Check:
+    """`caixa check`: the rules (refused with file:line when invalid) and the steps each
+    rule waits for, with why."""
+    ruleset = rules_file.load(rules_path)
+    reasons: dict[str, str] = {}
+    verdicts = []
+    for rule in ruleset.rules:
+        reasons.update(u.split(": ", 1) for u in rule.unavailable)
+        verdicts.append(RuleCheck(rule, [u.split(":", 1)[0] for u in rule.unavailable]))
+    return Check(ruleset, verdicts, reasons)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    file: Path
+    ignored: bool  # a hidden or temporary name: caixa never looks at it
+    rule: Rule | None
+    reasons: list[str]  # why each rule before it does not take the file
+    outputs: Path | None
+
+
+def explain(file: Path, rules_path: Path) -> Explanation:
+    """Which rule and steps a file would get, and why the rules before it would not."""
+    ruleset = rules_file.load(rules_path)
+    if is_temp_name(file.name):
+        return Explanation(
+            file, True, None, [f"hidden and temporary names ({', '.join(TEMP_PATTERNS)})"], None
+        )
+    if not file.is_file():
+        raise JobNotFoundError(f"{file}: no such file (explain reads its content to tell its type)")
+    verdict = ruleset.decide(file.absolute())
+    rule = verdict.rule
+    return Explanation(
+        file,
+        False,
+        rule,
+        list(verdict.reasons),
+        ruleset.outputs / rule.output if rule is not None else None,
+    )

