@@ -19,9 +19,10 @@ from caixa import install, log, offline
 from caixa.config import rules
 from caixa.config.settings import Settings
 from caixa.daemon import lanestate
-from caixa.daemon.journal import TERMINAL, State
+from caixa.daemon.journal import TERMINAL, Journal, State
 from caixa.daemon.service import Daemon
 from caixa.errors import CaixaError, StepError, TransientError
+from caixa.home import Home
 from caixa.pipelines.index.retrieve import Hit
 from caixa.pipelines.llm.ask import markdown
 from caixa.pipelines.registry import default_registry
@@ -74,7 +75,7 @@ def run(
     else:
         seen = daemon.run(once=once)
     if once:
-        after = daemon.journal.counts()
+        after = Journal(Home(settings.home).journal).counts()
         gained = {s: after.get(s, 0) - before.get(s, 0) for s in TERMINAL}
         err.print(
             f"caixa: {gained[State.done]} done, {gained[State.duplicate]} duplicates,"
