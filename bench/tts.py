@@ -31,7 +31,7 @@ from _common import ratio, save
 
 from caixa import models
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.common.threads import default_threads
+from caixa.pipelines.common.threads import available
 from caixa.pipelines.speech.step import TtsParams, TtsStep
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def main() -> None:
         "words": count,
         "voice": VOICE,
         "cpus": CPUS,
-        "step_threads": default_threads(),
+        "step_threads": available(),
         "rounds": ROUNDS,
         "load_average_at_start": round(load, 2),
         "real_time_factor": {name: round(f, 4) for name, f in best.items()},
@@ -166,7 +166,7 @@ def main() -> None:
         f"best of {ROUNDS} interleaved rounds (load average {load:.2f})"
     )
     for name, label in [
-        ("step", f"tts step, {default_threads()} ONNX threads (default)"),
+        ("step", f"tts step, {available()} ONNX threads (default)"),
         ("plain", "plain PiperVoice.synthesize_wav"),
     ]:
         factor = best[name]

@@ -60,20 +60,21 @@ def run(
     settings = _settings(rules_path, home)
     log.configure(settings.log_format, settings.log_level, settings.journal_socket)
     ruleset = rules.load(settings.rules)
-    daemon = Daemon(settings, ruleset, default_registry())
-    before = daemon.journal.counts()
-    if once and sys.stderr.isatty():
-        with _progress_bar() as bar:
-            task = bar.add_task("processing", total=None)
+    with Home(settings.home).lock():  # before the journal opens: one daemon per home
+        daemon = Daemon(settings, ruleset, default_registry())
+        before = daemon.journal.counts()
+        if once and sys.stderr.isatty():
+            with _progress_bar() as bar:
+                task = bar.add_task("processing", total=None)
 
-            def tick(d: Daemon) -> None:
-                done = _finished_since(before, d.journal.counts())
-                left = sum(d.journal.counts().get(s, 0) for s in State if s not in TERMINAL)
-                bar.update(task, completed=done, total=done + left + d.watcher.pending())
+                def tick(d: Daemon) -> None:
+                    done = _finished_since(before, d.journal.counts())
+                    left = sum(d.journal.counts().get(s, 0) for s in State if s not in TERMINAL)
+                    bar.update(task, completed=done, total=done + left + d.watcher.pending())
 
-            seen = daemon.run(once=True, on_tick=tick)
-    else:
-        seen = daemon.run(once=once)
+                seen = daemon.run(once=True, on_tick=tick)
+        else:
+            seen = daemon.run(once=once)
     if once:
         after = Journal(Home(settings.home).journal).counts()
         gained = {s: after.get(s, 0) - before.get(s, 0) for s in TERMINAL}

@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from caixa import filetypes
 from caixa.config import yamlmarks
 from caixa.errors import RulesError
-from caixa.pipelines.base import STEP_FIELDS
+from caixa.pipelines.base import STEP_FIELDS, Step
 from caixa.pipelines.registry import StepRegistry, default_registry
 
 OnSuccess = Literal["archive", "delete", "keep"]
@@ -71,6 +71,9 @@ class StepSpec(Strict):
     priority: int = 0
     timeout: float | None = None
     cpu_fallback: bool = False
+    # what the step's class says of these params, learned once when the rules load
+    resource: str = "cpu"  # the lane that runs it
+    model: str | None = None  # the model it loads, for the accelerator lane's grouping
 
 
 class Match(Strict):
@@ -294,6 +297,8 @@ def _resolve(
                 priority=rule.priority,
                 timeout=rule.timeout,
                 cpu_fallback=rule.cpu_fallback,
+                resource=found.step.resource,
+                model=_model_of(found.step, params),
             )
         )
     return ResolvedRule(
@@ -411,3 +416,15 @@ def json_schema(registry: StepRegistry | None = None) -> dict[str, Any]:
     }
     schema["$defs"].pop("StepSpec", None)
     return schema
+
+
+def _model_of(step: type[Step], params: BaseModel) -> str | None:
+    """The model a step would load, for the lane to group by; a third-party step may not say,
+    or fail to, which only costs the grouping."""
+    model_of = getattr(step, "model_of", None)
+    if model_of is None:
+        return None
+    try:
+        return model_of(params)
+    except Exception:
+        return None

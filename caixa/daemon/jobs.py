@@ -25,7 +25,7 @@ from caixa.daemon.workarea import WorkArea
 from caixa.daemon.worker.protocol import Failure, Reply, Task
 from caixa.errors import InputError, StepError
 from caixa.home import Home
-from caixa.pipelines.base import Artifact, Resource, Step, StepInput
+from caixa.pipelines.base import Artifact, Resource, StepInput
 from caixa.pipelines.common.files import sha256_of
 from caixa.pipelines.index.store import Store
 from caixa.pipelines.registry import StepRegistry
@@ -73,21 +73,18 @@ class JobRunner:
     def _step_lane(self, job: Job, idx: int) -> Resource:
         if idx >= len(job.steps):
             return Resource.cpu  # publishing comes next
-        found = self.registry.availability(job.steps[idx]["name"])
+        spec = job.steps[idx]
+        if "resource" in spec:  # decided when the rules were loaded
+            return Resource(spec["resource"])
+        found = self.registry.availability(spec["name"])  # a plan from an older caixa
         return found.step.resource if found.step is not None else Resource.cpu
 
     def waiting(self, job_id: str) -> Waiting:
         """The job as the accelerator lane's policy sees it: the model its next step would
-        load, and its rule's priority."""
+        load (from its plan), and its rule's priority."""
         job = self.journal.get(job_id)
         spec = job.steps[job.step]
-        step = self.registry.availability(spec["name"]).step
-        try:
-            params = step.Params.model_validate(spec["params"]) if step else None
-        except ValueError:  # the step will say what is wrong when it runs
-            params = None
-        model = _model_of(step, params) if step and params is not None else None
-        return Waiting(job.id, model, spec.get("priority", 0))
+        return Waiting(job.id, spec.get("model"), spec.get("priority", 0))
 
     def advance(self, job_id: str, run: StepRun) -> Resource | None:
         """Run the job's next phase (a step through `run`); return the lane of the phase after
@@ -134,8 +131,6 @@ class JobRunner:
         name = spec["name"]
         with bound_contextvars(step=name):
             try:
-                step_cls = self.registry.get(name)
-                params = step_cls.Params.model_validate(spec["params"])
                 job_input = StepInput(
                     job_id=job.id,
                     rule=job.rule,
@@ -150,9 +145,9 @@ class JobRunner:
                 )
                 task = Task(
                     name,
-                    params.model_dump(mode="json"),
+                    spec["params"],
                     job_input,
-                    _model_of(step_cls, params),
+                    spec.get("model"),
                     timeout=spec.get("timeout"),
                     cpu_fallback=spec.get("cpu_fallback", False),
                 )
@@ -173,7 +168,7 @@ class JobRunner:
                     "models": result.models,
                     "fields": result.fields,
                     "params": spec["params"],
-                    "resource": step_cls.resource,
+                    "resource": self._step_lane(job, idx),
                     "device": done.device,
                     "notes": done.notes,
                     "seconds": round(seconds, 6),
@@ -352,19 +347,6 @@ class JobRunner:
                 "seconds": round(now - job.created_at, 3),
             },
         }
-
-
-def _model_of(step: type[Step], params: Any) -> str | None:
-    """The model a step would load, for the lane to group by; a third-party step may not say,
-    or fail to, which only costs the grouping."""
-    model_of = getattr(step, "model_of", None)
-    if model_of is None:
-        return None
-    try:
-        return model_of(params)
-    except Exception as exc:
-        logger.warning("model_of failed", step=step.name, error=str(exc))
-        return None
 
 
 def requeue(journal: Journal, work: WorkArea, job: Job) -> str | None:

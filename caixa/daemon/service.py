@@ -46,6 +46,9 @@ class Progress:
 
 
 class Daemon:
+    """The daemon on one home; whoever makes it holds the home's lock (Home.lock) first, so a
+    second daemon never opens the journal of a running one."""
+
     def __init__(self, settings: Settings, rules: RuleSet, registry: StepRegistry) -> None:
         self.settings = settings
         self.rules = rules
@@ -91,16 +94,15 @@ class Daemon:
         return [self.settings.home, rules.outputs, rules.processed, rules.failed]
 
     def run(self, once: bool = False, on_tick: Callable[[Daemon], None] | None = None) -> Progress:
-        with self.home.lock():
-            self._install_signals()
-            self._check_usable(self.rules)
-            job_phases.recover(self.journal, self.work, self.rules.failed)
-            self.scheduler.start()
-            self.watcher.start()
-            try:
-                self._loop(once, on_tick)
-            finally:
-                finished = self._shutdown()
+        self._install_signals()
+        self._check_usable(self.rules)
+        job_phases.recover(self.journal, self.work, self.rules.failed)
+        self.scheduler.start()
+        self.watcher.start()
+        try:
+            self._loop(once, on_tick)
+        finally:
+            finished = self._shutdown()
         if not finished:
             # Steps still run, and the interpreter would wait at exit for the lane threads that
             # wait on them. Leaving now is what a crash does, which the journal is built for:

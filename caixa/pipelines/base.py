@@ -2,8 +2,13 @@
 
 A step never touches an inbox or the outputs folder: it reads the claimed source and earlier
 artifacts, writes only inside its own empty `workdir`, and returns what it made. The daemon
-publishes. Inputs are plain, picklable data so that a later scheduler can run steps in worker
-processes; a step holds no global state.
+publishes. Inputs are plain, picklable data, because steps run in worker processes; a step
+holds no global state but the models it keeps loaded (caixa.models).
+
+Where each hook runs:
+- in the daemon, when the rules are loaded: `Params` (validated once; the plan a file is
+  claimed with carries the result), `model_of` and `resource`;
+- in a worker process of the step's lane: `run`, and `lighter` after the GPU ran out of memory.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo
+
+from caixa.pipelines.common.threads import available
 
 # Facts a step may set for the output template and later steps (StepResult.fields).
 STEP_FIELDS = frozenset({"label"})
@@ -98,6 +105,10 @@ class StepInput:
     home: Path  # caixa's home, where a step that keeps state (the search index) keeps it
     fields: Mapping[str, str] = field(default_factory=dict)  # set by earlier steps ({label})
     device: str = "cpu"  # where an accelerator step runs its model: "cpu", "cuda", "cuda:1"
+    # CPU threads the lane gives this step: a model's threads, OCR's tesseracts. A step uses
+    # no more (a rule's `threads` overrides), so the lanes together never start more than the
+    # machine's cores. Outside a lane (a step called directly), every CPU this process may use.
+    threads: int = field(default_factory=available)
     source_path: str = ""  # where it was under its inbox ("2026/a.txt"); "" means source_name
 
     @property
@@ -127,7 +138,8 @@ class StepResult:
 
 
 class BaseStep:
-    """Defaults a step may inherit: a CPU step, with no parameters and nothing to install."""
+    """Defaults a step may inherit: a CPU step, with no parameters and nothing to install.
+    See the module's docstring for where each hook runs."""
 
     name: ClassVar[str]
     resource: ClassVar[Resource] = Resource.cpu
@@ -152,11 +164,21 @@ class Step(Protocol):
     """A kind of work. Registered under the `caixa.steps` entry point group."""
 
     name: ClassVar[str]
-    resource: ClassVar[Resource]
-    Params: ClassVar[type[BaseModel]]
-    requires: ClassVar[Requirements]
+    resource: ClassVar[Resource]  # the daemon, at rules load: which lane runs it
+    Params: ClassVar[type[BaseModel]]  # the daemon, at rules load; re-read in the worker
+    requires: ClassVar[Requirements]  # the daemon: `check` names what is missing
 
     @classmethod
-    def model_of(cls, params: Any) -> str | None: ...
+    def model_of(cls, params: Any) -> str | None:
+        """The daemon, at rules load: the model these params load (a packaged name or a
+        resolved path), so the accelerator lane groups jobs by model and keeps it resident."""
+        ...
 
-    def run(self, job: StepInput, params: Any) -> StepResult: ...
+    @classmethod
+    def lighter(cls, params: Any) -> Any | None:
+        """A worker, after the GPU ran out of memory: params that need less memory, or None."""
+        ...
+
+    def run(self, job: StepInput, params: Any) -> StepResult:
+        """A worker of the step's lane: the work itself, inside `job.workdir`."""
+        ...

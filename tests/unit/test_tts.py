@@ -126,7 +126,7 @@ def test_forced_language_and_an_espeak_voice_by_name(tmp_path: Path) -> None:
 
 
 def test_speakers_by_id_or_name_on_a_voice_with_several() -> None:
-    joe = piper.load("en_US-joe-medium")
+    joe = piper.load("en_US-joe-medium", "cpu", 1)
     names = {"ana": 0, "bruno": 1, "carla": 2}
     several = replace(joe, config=replace(joe.config, num_speakers=3, speaker_id_map=names))
     assert piper.speaker_id(several, "bruno") == 1 and piper.speaker_id(several, 2) == 2

@@ -121,7 +121,7 @@ class Worker:
         if torch is not None and torch.get_num_threads() != self.config.threads:
             torch.set_num_threads(self.config.threads)  # a library may have changed it
         with models.serving(task.model):
-            return step().run(replace(task.job, device=device), params)
+            return step().run(replace(task.job, device=device, threads=self.config.threads), params)
 
     def _reply(self, loaded_from: set[str] | None = None, **fields: Any) -> Reply:
         held = models.resident()

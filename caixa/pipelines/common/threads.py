@@ -1,8 +1,8 @@
-"""How many CPU threads torch runs a model on, decided by caixa rather than by a library.
+"""How many CPU threads a model runs on, decided by caixa rather than by a library.
 
-By default every CPU this process may use. The budget is the lane's, not the step's: with no
-GPU, the daemon pins its accelerator worker to its share of the cores (CAIXA_ACCELERATOR_THREADS,
-half by default), so a model keeps off the cores the CPU lanes use. Counting a reserve here too
+The budget is the lane's: the scheduler gives each worker its share of the cores (with no GPU,
+the accelerator worker is pinned to CAIXA_ACCELERATOR_THREADS, half by default, so a model
+keeps off the cores the CPU lanes use), and the step receives it as `StepInput.threads`. Counting a reserve here too
 would leave one thread on a 2-core share: measured on 2 cores, one ONNX thread gave Piper 0.6x
 the speed of its all-core default on a quiet machine. Threads beyond the cores a process may
 use are what hurts: with other work running, YOLOv8s on 2 threads was 3-8x slower than on one
@@ -16,15 +16,15 @@ from __future__ import annotations
 import os
 
 
-def default_threads() -> int:
+def available() -> int:
+    """The CPUs this process may use: a step's budget when no lane gave it one."""
     return len(os.sched_getaffinity(0))
 
 
-def use_torch_threads(requested: int | None) -> int:
-    """Set torch's intra-op threads to `requested`, or to the default; the count set."""
+def use_torch_threads(count: int) -> int:
+    """Set torch's intra-op threads to `count` (ultralytics and others change it); the count."""
     import torch
 
-    count = requested or default_threads()
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count

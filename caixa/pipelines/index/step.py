@@ -73,7 +73,7 @@ class IndexStep(BaseStep):
 
     def run(self, job: StepInput, params: IndexParams) -> StepResult:
         texts = job_texts(job, params.texts)
-        model = embedder(params.embedder, params.model)
+        model = embedder(params.embedder, params.model, job.threads)
         info = EmbedderInfo(model.backend, model.model, model.dimension)
         chunks = [
             Chunk(t.name, page, body, t.language)

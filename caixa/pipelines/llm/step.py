@@ -115,7 +115,7 @@ class LlmParams(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)  # default: the task's (TEMPERATURE)
     max_tokens: int | None = Field(None, ge=1, le=65536)  # default: the task's (MAX_TOKENS)
     n_ctx: int = Field(4096, ge=256, le=262144)  # the context; with a server, what it reads
-    threads: int | None = Field(None, ge=1)  # default: half the CPUs (chat.default_threads)
+    threads: int | None = Field(None, ge=1)  # default: the lane's (StepInput.threads)
     seed: int = 0  # the same file gets the same answer
     passages: int = Field(5, ge=1, le=50)  # ask: index passages given to the model
     timeout: float = Field(300.0, gt=0)  # seconds a server may take for one answer
@@ -228,7 +228,7 @@ class LlmStep(BaseStep):
             params.model,
             params.server,
             n_ctx=params.n_ctx,
-            threads=params.threads,
+            threads=params.threads or job.threads,
             device=job.device,
             timeout=params.timeout,
             api_key_env=params.api_key_env,

@@ -13,7 +13,6 @@ words taller than wide), so upright pages pay nothing for it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +50,9 @@ class OcrParams(BaseModel):
     max_pages: int = Field(500, ge=1)
     max_pixels: int = Field(MAX_PIXELS, ge=1)  # per page
     rotate: bool = True  # correct the orientation of pages lying sideways or upside down
-    workers: int | None = Field(None, ge=1)  # tesseract processes at once; default: CPUs
+    workers: int | None = Field(
+        None, ge=1
+    )  # tesseract processes at once; default: the lane's threads
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class OcrStep(BaseStep):
             return finish(job, params, [p.rstrip() for p in layer], target, [], info.pages)
         tesseract.check_languages(params.languages, osd=params.rotate)
         pages = [Page(n, job.source, True, params.dpi) for n in scanned]
-        read = {p.number: p for p in read_pages(pages, job.workdir, params)}
+        read = {p.number: p for p in read_pages(pages, job.workdir, params, job.threads)}
         texts = [
             read[n].text if n in read else layer[n - 1].rstrip() for n in range(1, info.pages + 1)
         ]
@@ -120,7 +121,7 @@ class OcrStep(BaseStep):
         dpis = inspect_image(job.source, params)
         tesseract.check_languages(params.languages, osd=params.rotate)
         pages = [Page(n, job.source, False, dpi) for n, dpi in enumerate(dpis, 1)]
-        read = read_pages(pages, job.workdir, params)
+        read = read_pages(pages, job.workdir, params, job.threads)
         target = job.workdir / "searchable.pdf"
         join_pdf([p.pdf for p in read], None, target)
         return finish(job, params, [p.text for p in read], target, read, len(pages))
@@ -206,9 +207,9 @@ def inspect_image(path: Path, params: OcrParams) -> list[int]:
         return dpis
 
 
-def read_pages(pages: list[Page], workdir: Path, params: OcrParams) -> list[PageText]:
+def read_pages(pages: list[Page], workdir: Path, params: OcrParams, threads: int) -> list[PageText]:
     """Every page, in order, read by at most `workers` tesseract processes at once."""
-    workers = min(params.workers or len(os.sched_getaffinity(0)), len(pages))
+    workers = min(params.workers or threads, len(pages))
     with ThreadPoolExecutor(workers, thread_name_prefix="caixa-ocr") as pool:
         futures = [pool.submit(read_page, page, workdir, params) for page in pages]
         try:

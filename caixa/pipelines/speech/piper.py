@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 from caixa import models
 from caixa.errors import StepError
-from caixa.pipelines.common.threads import default_threads
 from caixa.pipelines.speech.audio import Chunk
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def voice_files(ref: str) -> tuple[Path, Path]:
     return model, config
 
 
-def load(ref: str, device: str = "cpu", threads: int | None = None) -> PiperVoice:
+def load(ref: str, device: str, threads: int) -> PiperVoice:
     """The voice, loaded the first time it is asked for in this process with these threads; on
     CUDA when the device is a GPU and onnxruntime has the CUDA provider."""
     import onnxruntime
@@ -61,13 +60,12 @@ def load(ref: str, device: str = "cpu", threads: int | None = None) -> PiperVoic
         device.startswith("cuda")
         and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     )
-    count = threads or default_threads()
 
     def loader() -> PiperVoice:
         from piper import PiperConfig, PiperVoice
 
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = count
+        options.intra_op_num_threads = threads
         providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
         if cuda:  # Piper's own choice of CUDA settings
             providers.insert(0, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}))
@@ -83,7 +81,7 @@ def load(ref: str, device: str = "cpu", threads: int | None = None) -> PiperVoic
             ) from exc
         return PiperVoice(session=session, config=settings)
 
-    return models.load(f"piper {model} {'cuda' if cuda else 'cpu'} {count} threads", loader)
+    return models.load(f"piper {model} {'cuda' if cuda else 'cpu'} {threads} threads", loader)
 
 
 def settings(voice: PiperVoice, speed: float, speaker: int | str | None) -> SynthesisConfig:

@@ -56,7 +56,7 @@ class TtsParams(BaseModel):
     compress: Literal["none", "ogg", "mp3"] = "none"  # a compressed copy beside the WAV
     markdown: bool | None = None  # clean Markdown markup; default: by the file's name
     max_characters: int = Field(500_000, ge=1)  # about 9 hours of speech
-    threads: int | None = Field(None, ge=1)  # Piper's CPU threads; default: the CPUs it may use
+    threads: int | None = Field(None, ge=1)  # Piper's CPU threads; default: the lane's
 
     @field_validator("language")
     @classmethod
@@ -187,7 +187,7 @@ def _voice(ref: str, params: TtsParams, job: StepInput) -> Voice:
             f"espeak-ng {name}",
             lambda text: espeak.speak(text, name, params.speed, scratch),
         )
-    loaded = piper.load(ref, job.device, params.threads)
+    loaded = piper.load(ref, job.device, params.threads or job.threads)
     settings = piper.settings(loaded, params.speed, params.speaker)
     name = piper.voice_files(ref)[0].stem
     speak = partial(piper.speak, loaded, config=settings)

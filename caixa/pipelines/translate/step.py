@@ -101,7 +101,7 @@ class TranslateStep(BaseStep):
             return StepResult(
                 data={"translated": False, "reason": f"already {source}", **facts}, models=models
             )
-        plan = _plan(params.engine, source, params.to, job.home, own)
+        plan = _plan(params.engine, source, params.to, job.home, own, job.threads)
         started = time.monotonic()
         translated, count = _translate(text, plan)
         seconds = time.monotonic() - started
@@ -120,7 +120,9 @@ class TranslateStep(BaseStep):
         )
 
 
-def translate_text(text: str, source: str, target: str, *, home: Path, engine: str = "auto") -> str:
+def translate_text(
+    text: str, source: str, target: str, *, home: Path, engine: str = "auto", threads: int = 1
+) -> str:
     """`text` in `target` ("auto" as `source` detects it), with the argos models installed
     under `home`. Text with no words comes back as it is."""
     if engine not in ENGINES and engine != "auto":
@@ -131,7 +133,7 @@ def translate_text(text: str, source: str, target: str, *, home: Path, engine: s
         source = detect(text, _candidates(home)).language
     if source == target:
         return text
-    return _translate(text, _plan(engine, source, target, home, []))[0]
+    return _translate(text, _plan(engine, source, target, home, [], threads))[0]
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,9 @@ class _Plan:
     run: Callable[[list[list[str]]], list[str]]  # sentences of each paragraph -> paragraphs
 
 
-def _plan(engine: str, source: str, target: str, home: Path, own: list[argos.Package]) -> _Plan:
+def _plan(
+    engine: str, source: str, target: str, home: Path, own: list[argos.Package], threads: int
+) -> _Plan:
     """The engine for this pair: bergamot when it can (auto), else argos, else a clear error."""
     bergamot_ready = not ENGINES["bergamot"].missing()
     if (source, target) in bergamot.PAIRS and (
@@ -151,7 +155,7 @@ def _plan(engine: str, source: str, target: str, home: Path, own: list[argos.Pac
         return _Plan(
             "bergamot",
             [bergamot.model_name(source, target)],
-            lambda groups: bergamot.translate(groups, source, target),
+            lambda groups: bergamot.translate(groups, source, target, threads),
         )
     route = argos.route(source, target, home, own) if engine in ("auto", "argos") else None
     if route:

@@ -51,7 +51,9 @@ class ClassifyStep(BaseStep):
                 yolo.classify, yolo.load(weights, job.device, job.home, ("classify",))
             )
         started = time.perf_counter()
-        labels = classifier(image, device=job.device, threads=params.threads, top=params.top)
+        labels = classifier(
+            image, device=job.device, threads=params.threads or job.threads, top=params.top
+        )
         seconds = time.perf_counter() - started
         found = [{"label": label, "probability": round(p, 4)} for label, p in labels]
         report = {

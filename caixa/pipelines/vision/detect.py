@@ -72,7 +72,7 @@ class DetectStep(BaseStep):
             model,
             image,
             device=job.device,
-            threads=params.threads,
+            threads=params.threads or job.threads,
             confidence=params.confidence,
             iou=params.iou,
             classes=class_ids(params.classes, yolo.names(model), params.model_name),

@@ -50,7 +50,7 @@ def load(weights: Path, device: str) -> Any:
 
 
 def classify(
-    net: Any, image: Image.Image, *, device: str, threads: int | None, top: int
+    net: Any, image: Image.Image, *, device: str, threads: int, top: int
 ) -> list[tuple[str, float]]:
     """The `top` most probable ImageNet labels of an RGB image, best first."""
     import torch

@@ -21,7 +21,7 @@ class PhotoParams(BaseModel):
 
     model: str  # a packaged model's name, or an absolute path to ultralytics weights
     max_pixels: int = Field(MAX_PIXELS, ge=1)  # larger images are refused from their header
-    # torch's CPU threads; default: the CPUs it may use (threads.py). ONNX models run on onnxruntime's own.
+    # torch's CPU threads; default: the lane's (StepInput.threads). ONNX models run on onnxruntime's own.
     threads: int | None = Field(None, ge=1)
 
     @field_validator("model")

@@ -89,7 +89,7 @@ def detect(
     image: Image.Image,
     *,
     device: str,
-    threads: int | None,
+    threads: int,
     confidence: float,
     iou: float,
     classes: list[int] | None,
@@ -118,7 +118,7 @@ def detect(
 
 
 def classify(
-    model: Any, image: Image.Image, *, device: str, threads: int | None, top: int
+    model: Any, image: Image.Image, *, device: str, threads: int, top: int
 ) -> list[tuple[str, float]]:
     """The `top` most probable labels of a `-cls` model, best first."""
     use_torch_threads(threads)
