@@ -12,13 +12,20 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from caixa.errors import InputError, StepError
+from caixa.errors import InputError
+from caixa.pipelines.common.programs import Program, ProgramError
 
 TIMEOUT_S = 300
 
 
-class PopplerError(StepError):
+class PopplerError(ProgramError):
     """A poppler tool is missing or failed for a reason other than the PDF itself."""
+
+
+TOOLS = {
+    name: Program(name, "poppler-utils", ("-v",), error=PopplerError)
+    for name in ("pdfinfo", "pdftoppm", "pdftotext")
+}
 
 
 class BadPdfError(InputError):
@@ -43,7 +50,8 @@ def info(pdf: Path, max_pages: int) -> PdfInfo:
         raise BadPdfError("the PDF has no pages; nothing to read")
     found = PAGES.search(done.stdout)
     if found is None:
-        raise BadPdfError(f"cannot read the PDF: pdfinfo found no page count ({_detail(done)})")
+        said = " ".join(done.stderr.split())[-300:] or f"exit status {done.returncode}"
+        raise BadPdfError(f"cannot read the PDF: pdfinfo found no page count ({said})")
     pages = int(found.group(1))
     if pages == 0:
         raise BadPdfError("the PDF has no pages; nothing to read")
@@ -74,36 +82,26 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a poppler tool; its exit status says whose fault a failure is (1: the PDF cannot be
     opened, 3: its permissions forbid it; anything else is the tool's or the system's)."""
-    try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise PopplerError(f"{command[0]} is not installed; install poppler-utils") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise PopplerError(f"{command[0]} took more than {TIMEOUT_S} s on {pdf.name}") from exc
+    tool = TOOLS[command[0]]
+    ran = tool.run(command[1:], timeout=TIMEOUT_S, what=pdf.name)
+    done = subprocess.CompletedProcess(
+        ran.args,
+        ran.returncode,
+        ran.stdout.decode("utf-8", "replace"),
+        ran.stderr.decode("utf-8", "replace"),
+    )
     if done.returncode == 0 or done.returncode in allow:
         return done
-    if "Incorrect password" in done.stderr:
+    detail = tool.failed(ran)
+    if "Incorrect password" in detail:
         raise BadPdfError(
             "the PDF is password protected; save a copy without a password and drop that"
         )
     if done.returncode == 1:
         raise BadPdfError(
-            f"cannot read the PDF ({_detail(done)}): it may be damaged or truncated; "
+            f"cannot read the PDF ({detail}): it may be damaged or truncated; "
             "export or scan it again"
         )
     if done.returncode == 3:
-        raise BadPdfError(f"the PDF's permissions forbid this ({_detail(done)})")
-    raise PopplerError(f"{command[0]} failed on {pdf.name}: {_detail(done)}")
-
-
-def _detail(done: subprocess.CompletedProcess[str]) -> str:
-    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-    return "; ".join(dict.fromkeys(lines))[-300:] or f"exit status {done.returncode}"
+        raise BadPdfError(f"the PDF's permissions forbid this ({detail})")
+    raise PopplerError(f"{command[0]} failed on {pdf.name}: {detail}")

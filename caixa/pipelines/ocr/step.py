@@ -27,7 +27,9 @@ from pypdf import PdfReader, PdfWriter
 from caixa.errors import InputError, StepError
 from caixa.pipelines.base import Artifact, BaseStep, Requirements, StepInput, StepResult
 from caixa.pipelines.common.images import FORMATS, KINDS, MAX_PIXELS, check_pixels, flatten, opened
+from caixa.pipelines.common.programs import Program, versions
 from caixa.pipelines.ocr import poppler, tesseract
+from caixa.pipelines.ocr.tesseract import TESSERACT
 
 PDF = "application/pdf"
 MIN_LAYER_CHARS = 20  # a PDF page with fewer visible characters in its text layer is a scan
@@ -39,6 +41,9 @@ KEEP_TURNED_MARGIN = 5.0  # a turned page is kept unless it reads this much wors
 # OSD says how far to turn clockwise; PIL's transposes turn counter-clockwise.
 TURN = {90: Image.Transpose.ROTATE_270, 180: Image.Transpose.ROTATE_180,
         270: Image.Transpose.ROTATE_90}  # fmt: skip
+
+
+PDF_TOOLS = tuple(poppler.TOOLS.values())  # what a PDF goes through besides tesseract
 
 
 class OcrParams(BaseModel):
@@ -105,7 +110,9 @@ class OcrStep(BaseStep):
         target = job.workdir / "searchable.pdf"
         if not scanned:
             shutil.copyfile(job.source, target)
-            return finish(job, params, [p.rstrip() for p in layer], target, [], info.pages)
+            return finish(
+                job, params, [p.rstrip() for p in layer], target, [], info.pages, PDF_TOOLS
+            )
         tesseract.check_languages(params.languages, osd=params.rotate)
         pages = [Page(n, job.source, True, params.dpi) for n in scanned]
         read = {p.number: p for p in read_pages(pages, job.workdir, params, job.threads)}
@@ -115,7 +122,9 @@ class OcrStep(BaseStep):
         join_pdf(
             [read[n].pdf if n in read else n for n in range(1, info.pages + 1)], job.source, target
         )
-        return finish(job, params, texts, target, list(read.values()), info.pages)
+        return finish(
+            job, params, texts, target, list(read.values()), info.pages, (*PDF_TOOLS, TESSERACT)
+        )
 
     def _image(self, job: StepInput, params: OcrParams) -> StepResult:
         dpis = inspect_image(job.source, params)
@@ -124,7 +133,7 @@ class OcrStep(BaseStep):
         read = read_pages(pages, job.workdir, params, job.threads)
         target = job.workdir / "searchable.pdf"
         join_pdf([p.pdf for p in read], None, target)
-        return finish(job, params, [p.text for p in read], target, read, len(pages))
+        return finish(job, params, [p.text for p in read], target, read, len(pages), (TESSERACT,))
 
 
 def finish(
@@ -134,6 +143,7 @@ def finish(
     pdf: Path,
     read: list[PageText],
     pages: int,
+    ran: tuple[Program, ...],
 ) -> StepResult:
     """The artifacts and manifest facts; a document with no text at all fails clearly."""
     if not any(any(c.isalnum() for c in t) for t in texts):
@@ -163,6 +173,7 @@ def finish(
         "seconds": [
             round(by_page[n].seconds, 2) if n in by_page else None for n in range(1, pages + 1)
         ],
+        "programs": versions(*ran),
     }
     return StepResult(
         [

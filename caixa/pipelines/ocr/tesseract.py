@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from caixa.errors import StepError
+from caixa.pipelines.common.programs import Program, ProgramError
 
-PROGRAM = "tesseract"
 PAGE_TIMEOUT_S = 600  # one page, at any size the pixel limit lets through
 ENV = {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
 
-class TesseractError(StepError):
+class TesseractError(ProgramError):
     """tesseract failed on a page, or cannot run with the languages asked for."""
+
+
+TESSERACT = Program("tesseract", "tesseract-ocr", error=TesseractError)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,8 @@ class Orientation:
 
 @cache
 def installed_languages() -> frozenset[str]:
-    done = _run([PROGRAM, "--list-langs"], timeout=60)
-    return frozenset(line.strip() for line in done.stdout.splitlines()[1:] if line.strip())
+    listed = _run(["--list-langs"], timeout=60)
+    return frozenset(line.strip() for line in listed.splitlines()[1:] if line.strip())
 
 
 def check_languages(languages: str, *, osd: bool) -> None:
@@ -89,7 +90,7 @@ def check_languages(languages: str, *, osd: bool) -> None:
 def recognize(image: Path, out_base: Path, languages: str, dpi: int) -> Recognition:
     """Text, word confidences and a one-page searchable PDF of one page image."""
     options = ["-l", languages, "--dpi", str(dpi)]
-    _run([PROGRAM, str(image), str(out_base), *options, "txt", "pdf", "tsv"])
+    _run([str(image), str(out_base), *options, "txt", "pdf", "tsv"])
     text = out_base.with_suffix(".txt").read_text(encoding="utf-8").rstrip("\f\n ")
     words = read_tsv(out_base.with_suffix(".tsv"))
     return Recognition(text, out_base.with_suffix(".pdf"), words)
@@ -113,25 +114,17 @@ def orientation(image: Path, dpi: int) -> Orientation | None:
     """Tesseract's orientation and script detection (OSD); None when the page has too few
     letters to tell."""
     try:
-        done = _run([PROGRAM, str(image), "-", "--dpi", str(dpi), "--psm", "0"])
+        said = _run([str(image), "-", "--dpi", str(dpi), "--psm", "0"])
     except TesseractError:
         return None  # "Too few characters. Skipping this page"
-    rotate, confidence = ROTATE.search(done.stdout), CONFIDENCE.search(done.stdout)
+    rotate, confidence = ROTATE.search(said), CONFIDENCE.search(said)
     if rotate is None or confidence is None:
         return None
     return Orientation(int(rotate.group(1)), float(confidence.group(1)))
 
 
-def _run(command: list[str], timeout: float = PAGE_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    try:
-        done = subprocess.run(
-            command, env=ENV, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as exc:
-        raise TesseractError("tesseract is not installed; install tesseract-ocr") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise TesseractError(f"tesseract took more than {timeout:.0f} s on one page") from exc
-    if done.returncode != 0:
-        detail = " ".join(done.stderr.split())[-500:] or f"exit status {done.returncode}"
-        raise TesseractError(f"tesseract failed: {detail}")
-    return done
+def _run(args: list[str], timeout: float = PAGE_TIMEOUT_S) -> str:
+    """Run tesseract; what it printed on stdout."""
+    done = TESSERACT.run(args, timeout=timeout, what="one page", env=ENV)
+    TESSERACT.check(done)
+    return done.stdout.decode("utf-8", "replace")

@@ -30,6 +30,7 @@ from caixa.pipelines.base import (
 from caixa.pipelines.common.language import COMMON, detect
 from caixa.pipelines.common.language import MODULE as DETECTOR
 from caixa.pipelines.common.language import code as language_code
+from caixa.pipelines.common.programs import versions
 from caixa.pipelines.common.sentences import paragraphs, pieces
 from caixa.pipelines.common.text import input_text
 from caixa.pipelines.speech import audio, espeak, piper, plaintext
@@ -113,7 +114,7 @@ class TtsStep(BaseStep):
     Params: ClassVar[type[BaseModel]] = TtsParams
     requires: ClassVar[Requirements] = Requirements(
         modules=(piper.MODULE, DETECTOR, "markdown_it"),
-        executables=(espeak.PROGRAM,),
+        executables=(espeak.ESPEAK.name,),
         extra="tts",
     )
 
@@ -174,6 +175,8 @@ class TtsStep(BaseStep):
         }
         if voice.speaker is not None:
             facts["speaker"] = voice.speaker
+        if voice.engine == espeak.ESPEAK.name:
+            facts["programs"] = versions(espeak.ESPEAK)
         return StepResult(artifacts, data=facts, models=[*used, voice.model])
 
 
