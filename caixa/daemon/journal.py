@@ -90,6 +90,25 @@ class State(StrEnum):
 TERMINAL = (State.done, State.duplicate, State.failed)
 UNFINISHED = tuple(s for s in State if s not in TERMINAL)
 
+# Every state a job may go to from each state; each update is checked against it, so a phase
+# that would skip one (publish a job still claiming, run a finished one) is a loud bug, not a
+# quietly lost or twice-published file. A state may follow itself: a phase cut short by a crash
+# runs again.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.claiming: frozenset({State.claiming, State.queued, State.settling}),
+    State.queued: frozenset({State.queued, State.running, State.publishing, State.settling}),
+    State.running: frozenset({State.running, State.queued, State.publishing, State.settling}),
+    State.publishing: frozenset({State.publishing, State.queued, State.settling}),
+    State.settling: frozenset({State.settling, *TERMINAL}),
+    State.done: frozenset(),
+    State.duplicate: frozenset(),
+    State.failed: frozenset({State.claiming}),  # caixa retry
+}
+
+
+class TransitionError(RuntimeError):
+    """A phase tried to move a job to a state its current one does not lead to."""
+
 
 @dataclass(frozen=True)
 class Job:
@@ -220,6 +239,8 @@ class Journal:
         fields["updated_at"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx(durable) as db:
+            if "state" in fields:
+                _check_move(db, job_id, fields["state"])
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*fields.values(), job_id])
 
     # --- claiming -------------------------------------------------------------------------
@@ -268,6 +289,7 @@ class Journal:
                 (sha256, job["rule"], job["rule_version"], job_id, State.failed, State.failed),
             ).fetchone()
             twin_id = twin["id"] if twin else None
+            _check_move(db, job_id, State.settling if twin_id else State.queued)
             db.execute(
                 "UPDATE jobs SET sha256 = ?, size = ?, media_type = ?, state = ?, outcome = ?,"
                 " duplicate_of = ?, final_path = NULL, updated_at = ? WHERE id = ?",
@@ -289,6 +311,7 @@ class Journal:
     def start_step(self, job_id: str, idx: int, name: str) -> None:
         now = time.time()
         with self._tx() as db:
+            _check_move(db, job_id, State.running)
             db.execute(
                 "UPDATE jobs SET state = ?, running_step = ?, updated_at = ? WHERE id = ?",
                 (State.running, name, now, job_id),
@@ -301,6 +324,7 @@ class Journal:
     def finish_step(self, job_id: str, idx: int, result: dict[str, Any]) -> None:
         now = time.time()
         with self._tx() as db:
+            _check_move(db, job_id, State.queued)
             db.execute(
                 "UPDATE step_runs SET finished_at = ?, result = ? WHERE job_id = ? AND idx = ?",
                 (now, json.dumps(result), job_id, idx),
@@ -347,6 +371,7 @@ class Journal:
                     "SELECT 1 FROM jobs WHERE output_dir = ?", (candidate,)
                 ).fetchone()
                 if not taken:
+                    _check_move(db, job_id, State.publishing)
                     db.execute(
                         "UPDATE jobs SET output_dir = ?, state = ?, updated_at = ? WHERE id = ?",
                         (candidate, State.publishing, time.time(), job_id),
@@ -381,6 +406,7 @@ class Journal:
         failed/ (final_path) until the caller moves it back into the work area; a crash in
         between is finished by the daemon's recovery."""
         with self._tx(durable=True) as db:
+            _check_move(db, job_id, State.claiming)
             db.execute("DELETE FROM step_runs WHERE job_id = ?", (job_id,))
             db.execute(
                 "UPDATE jobs SET state = ?, outcome = NULL, step = 0, attempts = 0, not_before = 0,"
@@ -450,3 +476,13 @@ class Journal:
             (str(path), size, mtime_ns),
         )
         return row is not None
+
+
+def _check_move(db: sqlite3.Connection, job_id: str, to: State) -> None:
+    """Refuse a state change TRANSITIONS does not allow (inside the changing transaction)."""
+    row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise KeyError(job_id)
+    now = State(row[0])
+    if to not in TRANSITIONS[now]:
+        raise TransitionError(f"job {job_id} cannot go from {now} to {to}")
