@@ -224,6 +224,10 @@ def explain(file: Path, rules_path: Path) -> Explanation:
         return Explanation(
             file, True, None, [f"hidden and temporary names ({', '.join(TEMP_PATTERNS)})"], None
         )
+    if file.is_symlink():
+        raise JobNotFoundError(
+            f"{file}: a symlink; caixa takes only regular files, so no rule would"
+        )
     if not file.is_file():
         raise JobNotFoundError(f"{file}: no such file (explain reads its content to tell its type)")
     verdict = ruleset.decide(file.absolute())

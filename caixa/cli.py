@@ -21,6 +21,7 @@ from caixa.config.settings import Settings
 from caixa.daemon import lanestate
 from caixa.daemon.journal import TERMINAL, Journal, State
 from caixa.daemon.service import Daemon
+from caixa.display import json_text, shown, shown_lines
 from caixa.errors import CaixaError, StepError, TransientError
 from caixa.home import Home
 from caixa.pipelines.index.retrieve import Hit
@@ -112,15 +113,16 @@ def check(
     """Validate the rules file; say which steps are unavailable and why."""
     found = operations.check(_settings(rules_path).rules)
     ruleset = found.rules
-    out.print(f"{ruleset.source}: {len(ruleset.rules)} rules valid", highlight=False)
+    out.print(f"{shown(ruleset.source)}: {len(ruleset.rules)} rules valid", markup=False)
     for verdict in found.verdicts:
         rule = verdict.rule
         where = ", ".join(_near(p, ruleset.source.parent) for p in rule.inboxes)
         steps = " -> ".join(s.name for s in rule.steps)
         state = f"waits for: {', '.join(verdict.missing)}" if verdict.missing else "ready"
-        out.print(f"  {rule.name:<12} {where:<24} {steps:<36} {state}", highlight=False)
+        line = f"  {rule.name:<12} {where:<24} {steps:<36} {state}"
+        out.print(shown(line), markup=False)
     for name, reason in sorted(found.reasons.items()):
-        out.print(f"unavailable: {name}: {reason}", highlight=False)
+        out.print(shown(f"unavailable: {name}: {reason}"), markup=False)
     if strict and found.inactive:
         raise typer.Exit(1)
 
@@ -130,22 +132,26 @@ def explain(file: Path, rules_path: RulesOpt = None) -> None:
     """Say which rule and steps a file would get, and why the other rules would not take it."""
     found = operations.explain(file, _settings(rules_path).rules)
     if found.ignored:
-        out.print(f"{file}: caixa ignores {found.reasons[0]}", markup=False)
+        out.print(f"{shown(file)}: caixa ignores {found.reasons[0]}", markup=False)
         raise typer.Exit(1)
     for reason in found.reasons:
-        out.print(f"  not {reason}", markup=False)
+        out.print(f"  not {shown(reason)}", markup=False)
     rule = found.rule
     if rule is None:
-        out.print(f"{file}: no rule takes this file; it would stay where it is", markup=False)
+        out.print(
+            f"{shown(file)}: no rule takes this file; it would stay where it is", markup=False
+        )
         raise typer.Exit(1)
-    out.print(f"{file}: rule {rule.name!r} takes it", markup=False)
+    out.print(f"{shown(file)}: rule {shown(repr(rule.name))} takes it", markup=False)
     for i, step in enumerate(rule.steps, 1):
         out.print(
-            f"  {i}. {step.name} {json.dumps(step.params) if step.params else ''}", markup=False
+            f"  {i}. {step.name} {json_text(step.params) if step.params else ''}", markup=False
         )
-    out.print(f"  outputs under {found.outputs}; source then: {rule.on_success}", markup=False)
+    out.print(
+        f"  outputs under {shown(found.outputs)}; source then: {rule.on_success}", markup=False
+    )
     if not rule.active:
-        out.print("  but it waits, because: " + "; ".join(rule.unavailable), markup=False)
+        out.print("  but it waits, because: " + shown("; ".join(rule.unavailable)), markup=False)
 
 
 @app.command()
@@ -174,22 +180,24 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         return
     out.print("jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(now.counts.items())) or "none"))
     for line in lanestate.describe(now.lanes):
-        out.print(line, markup=False)
+        out.print(shown(line), markup=False)
     for job in now.running:
         since = time.time() - job.updated_at
         out.print(
-            f"running: {job.id} {job.rule}/{job.running_step} on {job.name!r} ({since:.0f} s)",
+            shown(
+                f"running: {job.id} {job.rule}/{job.running_step} on {job.name!r} ({since:.0f} s)"
+            ),
             markup=False,
         )
     for job in now.recent_failures:
         error = job.error or {}
         out.print(
-            f"failed: {job.id} {job.name!r} at {error.get('step')}: {error.get('message')}"
-            f"\n        now at {job.final_path}; retry: caixa retry {job.id}",
+            shown(f"failed: {job.id} {job.name!r} at {error.get('step')}: {error.get('message')}")
+            + f"\n        now at {shown(job.final_path)}; retry: caixa retry {job.id}",
             markup=False,
         )
     for path, reason, _ in now.refused:
-        out.print(f"refused: {path}: {reason}", markup=False)
+        out.print(f"refused: {shown(path)}: {shown(reason)}", markup=False)
 
 
 @app.command()
@@ -203,9 +211,9 @@ def retry(
         raise typer.BadParameter("name a job, or give --failed")
     for done in operations.retry(_settings(home=home).home, None if failed else job):
         if done.queued:
-            out.print(f"{done.job.id}: {done.job.name!r} queued again", markup=False)
+            out.print(f"{done.job.id}: {shown(repr(done.job.name))} queued again", markup=False)
         else:
-            err.print(f"{done.job.id}: {done.why}", markup=False)
+            err.print(f"{done.job.id}: {shown(done.why)}", markup=False)
 
 
 @app.command()
@@ -236,7 +244,8 @@ def search(
         gone = operations.forget(settings.home, drop, outputs if prune else None)
         for doc in gone:
             out.print(
-                f"dropped: {doc.source_name} (job {doc.job_id}, rule {doc.rule})", markup=False
+                shown(f"dropped: {doc.source_name} (job {doc.job_id}, rule {doc.rule})"),
+                markup=False,
             )
         if prune and not gone:
             out.print("every indexed document still has its output folder")
@@ -246,28 +255,22 @@ def search(
     results = operations.search(settings.home, query, limit, outputs)
     if as_json:
         hits = [_hit_json(h) for h in results.hits]
-        print(
-            json.dumps(
-                {"queries": results.queries, "note": results.note, "hits": hits},
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        print(json_text({"queries": results.queries, "note": results.note, "hits": hits}, indent=2))
         return
     if results.note:
-        err.print(f"caixa: {results.note}", markup=False)
+        err.print(f"caixa: {shown(results.note)}", markup=False)
     if len(results.queries) > 1:
-        err.print("searched: " + " | ".join(results.queries[1:]), markup=False)
+        err.print("searched: " + shown(" | ".join(results.queries[1:])), markup=False)
     if not results.hits:
-        out.print(f"nothing found for {query!r}", markup=False)
+        out.print(f"nothing found for {shown(repr(query))}", markup=False)
     for n, hit in enumerate(results.hits, 1):
         where = _near(hit.folder, Path.cwd()) if hit.folder else "(not published)"
         out.print(
-            f"{n}. {hit.document.source_name}  {where}  {hit.artifact} p.{hit.page}"
-            f"  score {hit.score:.4f}",
+            shown(f"{n}. {hit.document.source_name}  {where}  {hit.artifact} p.{hit.page}")
+            + f"  score {hit.score:.4f}",
             markup=False,
         )
-        out.print("   " + hit.marked("[bold]", "[/bold]", escape))
+        out.print("   " + hit.marked("[bold]", "[/bold]", lambda s: escape(shown(s))))
 
 
 def _outputs_root(settings: Settings, given: Path | None) -> Path | None:
@@ -325,12 +328,12 @@ def ask(
             max_tokens=max_tokens,
         )
     except (StepError, TransientError) as exc:
-        err.print(f"caixa: {exc}", markup=False)
+        err.print(f"caixa: {shown_lines(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
     if as_json:
         done = found.generation
         print(
-            json.dumps(
+            json_text(
                 {
                     "question": found.question,
                     "answer": found.text,
@@ -340,11 +343,10 @@ def ask(
                     "completion_tokens": done.completion_tokens if done else 0,
                 },
                 indent=2,
-                ensure_ascii=False,
             )
         )
         return
-    out.print(markdown(found), end="", markup=False)
+    out.print(shown_lines(markdown(found)), end="", markup=False)
 
 
 @app.command("install-service")
@@ -381,5 +383,5 @@ def main() -> None:
     try:
         app()
     except CaixaError as exc:
-        err.print(f"caixa: {exc}", markup=False, highlight=False)
+        err.print(f"caixa: {shown_lines(str(exc))}", markup=False, highlight=False)
         sys.exit(exc.exit_code)

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import magic
 
+from caixa.nofollow import open_regular
+
 SNIFF_BYTES = 8192
 
 
 def sniff(path: Path) -> str:
-    """The media type of a file, e.g. `application/pdf`, `image/png`, `text/plain`."""
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
+    """The media type of a file, e.g. `application/pdf`, `image/png`, `text/plain`, from its
+    first bytes as read from the file itself (a symlink is refused, never followed)."""
+    with open_regular(path) as f:
+        return of_bytes(f.read(SNIFF_BYTES))
+
+
+def of_bytes(head: bytes) -> str:
+    """The media type that a file's first SNIFF_BYTES say."""
     if not head:
         return "inode/x-empty"
     return magic.from_buffer(head, mime=True)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import structlog
 
 from caixa import journald
+from caixa.display import shown
 
 
 def configure(
@@ -25,13 +26,11 @@ def configure(
     factory: Callable[..., Any]
     if to_journal:  # the journal logger makes the record's fields itself
         renderer, factory = _as_is, _shared(journald.JournalLogger(journal_socket))
+    elif use_json:  # JSON escapes control characters itself
+        renderer, factory = structlog.processors.JSONRenderer(), _printer()
     else:
-        renderer = (
-            structlog.processors.JSONRenderer()
-            if use_json
-            else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-        )
-        factory = structlog.PrintLoggerFactory(file=sys.stderr)
+        console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer, factory = _shown_then(console), _printer()
     # watchdog's inotify emitter logs an "error" on every clean shutdown; events are only hints
     # (scans are the truth), so its chatter is kept out of the user's log.
     logging.getLogger("watchdog").setLevel(logging.CRITICAL)
@@ -47,6 +46,31 @@ def configure(
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def _printer() -> Callable[..., Any]:
+    return structlog.PrintLoggerFactory(file=sys.stderr)
+
+
+def _shown_then(render: structlog.typing.Processor) -> structlog.typing.Processor:
+    """A readable line whose names cannot drive the terminal: every string in the record
+    (a file name, a path, an error naming them) is escaped first (caixa.display.shown)."""
+
+    def rendered(logger: Any, method: str, event: dict[str, Any]) -> Any:
+        safe = {shown(k): v if k == "exc_info" else _safe(v) for k, v in event.items()}
+        return render(logger, method, safe)
+
+    return rendered
+
+
+def _safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {shown(k): _safe(v) for k, v in value.items()}
+    return value
 
 
 def _as_is(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,67 @@ def move(src: Path, dst: Path) -> None:
         os.rename(tmp, dst)
         fsync_dir(dst.parent)
         os.unlink(src)
+
+
+def claim_move(src: Path, dst: Path, root: Path | None = None) -> os.stat_result:
+    """Move a file out of an inbox without ever following a symlink to what it points to:
+    no folder between `root` (its inbox) and the file is followed, and across filesystems
+    the copy reads the file itself (O_NOFOLLOW), not a symlink swapped into its place. The
+    entry that arrived at `dst` is returned as lstat sees it: whatever the writer swapped in,
+    the caller looks before anything reads it."""
+    folder = _folder_of(src, root)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(src.name, dst, src_dir_fd=folder)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_regular(src.name, folder, dst)
+            os.unlink(src.name, dir_fd=folder)
+        return os.lstat(dst)
+    finally:
+        os.close(folder)
+
+
+def _folder_of(path: Path, root: Path | None) -> int:
+    """A descriptor of `path`'s folder, reached from `root` one folder at a time, refusing
+    (ELOOP, ENOTDIR) any that is a symlink: a recursive inbox's subfolder swapped for a
+    symlink to elsewhere cannot make caixa take a file from there."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    if root is None or not path.is_relative_to(root):
+        return os.open(path.parent, flags)
+    fd = os.open(root, flags)
+    try:
+        for part in path.parent.relative_to(root).parts:
+            inner = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _copy_regular(name: str, folder: int, dst: Path) -> None:
+    """Copy a regular file (and its times) to `dst` through a temporary name, synced; a
+    symlink, fifo or device in its place is refused without being read or opened through."""
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+    with os.fdopen(src, "rb") as reader:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{name} is not a regular file")
+        tmp = dst.with_name(temp_name(dst.name))
+        try:
+            with open(tmp, "wb") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+                writer.flush()
+                os.fsync(writer.fileno())
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.rename(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+    fsync_dir(dst.parent)
 
 
 def durable_move(src: Path, dst: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from caixa.config.rules import RuleSet
 from caixa.daemon.journal import Claim
+from caixa.display import legible
 
 TEMP_PATTERNS = (
     "*.part", "*.partial", "*.crdownload", "*.download", "*.tmp", "*.temp", "*.swp", "~$*", ".*",
@@ -70,11 +71,13 @@ def decide(rules: RuleSet, path: Path, is_kept: KeptCheck) -> Decision:
         return Decision(None, Stays.unmatched, tuple(verdict.reasons))
     if not rule.active:
         return Decision(None, Stays.waiting, tuple(rule.unavailable), rule=rule.name)
-    if is_kept(path, st.st_size, st.st_mtime_ns):
+    if is_kept(Path(legible(str(path))), st.st_size, st.st_mtime_ns):
         return Decision(None, Stays.kept)
     plan = {
         "steps": [s.model_dump() for s in rule.steps],
         "output": rule.output,
         "on_success": rule.on_success,
     }
-    return Decision(Claim(rule.name, rule.version, plan, verdict.inbox, verdict.rel))
+    # A name that is not UTF-8 is claimed under its Windows-1252 reading: the journal, the
+    # index and the outputs hold text (display.legible).
+    return Decision(Claim(rule.name, rule.version, plan, verdict.inbox, legible(verdict.rel)))

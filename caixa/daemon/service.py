@@ -27,8 +27,9 @@ from caixa.daemon.journal import TERMINAL, Claim, Journal, State
 from caixa.daemon.notify import Notifier
 from caixa.daemon.scheduler import Scheduler
 from caixa.daemon.watcher import Watcher
-from caixa.daemon.workarea import WorkArea
-from caixa.errors import RulesError
+from caixa.daemon.workarea import NotRegularError, WorkArea
+from caixa.display import legible
+from caixa.errors import InputError, RulesError
 from caixa.home import Home
 from caixa.pipelines.registry import StepRegistry
 
@@ -304,11 +305,13 @@ class Daemon:
         job_ids = self.journal.begin_claims([claim for _, claim in claims])
         for (path, claim), job_id in zip(claims, job_ids, strict=True):
             try:
-                self.work.claim(path, job_id, path.name)
+                self.work.claim(path, job_id, claim.rel.rsplit("/", 1)[-1], claim.inbox)
             except OSError as exc:
                 self.journal.forget(job_id)
                 self.work.remove(job_id)
-                if not isinstance(exc, FileNotFoundError):  # gone is fine: someone took it back
+                if isinstance(exc, NotRegularError):
+                    self._refuse(path, exc.strerror)
+                elif not isinstance(exc, FileNotFoundError):  # gone is fine: someone took it
                     logger.error("cannot claim file", path=str(path), error=str(exc))
                     self.watcher.settle(path)
                 continue
@@ -319,6 +322,9 @@ class Daemon:
         """The claim a ready file gets, or None (and why, logged once) if it stays."""
         try:
             decision = intake.decide(self.rules, path, self.journal.is_kept)
+        except InputError as exc:  # swapped for a symlink while its type was sniffed
+            self._refuse(path, str(exc))
+            return None
         except OSError as exc:
             if not isinstance(exc, FileNotFoundError):
                 logger.warning("cannot read file", path=str(path), error=str(exc))
@@ -343,6 +349,6 @@ class Daemon:
         return decision.claim
 
     def _refuse(self, path: Path, reason: str) -> None:
-        if self.journal.refuse(path, reason):
+        if self.journal.refuse(Path(legible(str(path))), legible(reason)):
             self.progress.refused += 1
             logger.warning("refused", path=str(path), reason=reason)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import stat
 from pathlib import Path
 
-from caixa.daemon.fsutil import move
+from caixa.daemon.fsutil import claim_move
+from caixa.daemon.intake import refusal
+
+# What renameat and an O_NOFOLLOW open say about a symlink where a file or a folder was.
+SWAPPED = frozenset({errno.ELOOP, errno.ENOTDIR, errno.EINVAL})
+
+
+class NotRegularError(OSError):
+    """What a claim took is not the regular file the watcher saw: a writer swapped it for a
+    symlink (or a fifo, a folder...) in between. It is refused and nothing of it is read."""
 
 
 class WorkArea:
@@ -29,13 +41,38 @@ class WorkArea:
         folder.mkdir()  # its job folder exists: the source was claimed into it
         return folder
 
-    def claim(self, path: Path, job_id: str, name: str) -> Path:
+    def claim(self, path: Path, job_id: str, name: str, inbox: Path | None = None) -> Path:
         """Take the file out of its inbox with one atomic rename: from now on it is ours.
+        Then look at what was taken, before anything reads it: a writer may have swapped the
+        file for a symlink after the watcher looked. Anything but a regular file is refused
+        (NotRegularError): a symlink, fifo or socket is removed (only its name: what a
+        symlink points to is never opened), a folder is put back. No folder between `inbox`
+        and the file is followed.
 
         No sync is needed: the job's row is durable before the rename, so after a power cut the
         daemon finds the file in exactly one of the two places and carries on from there."""
         target = self.source(job_id, name)
-        move(path, target)
+        try:
+            st = claim_move(path, target, inbox)
+        except OSError as exc:
+            if exc.errno in SWAPPED:
+                raise NotRegularError(
+                    exc.errno,
+                    "it or a folder on its way was replaced by a symlink or something other"
+                    " than a regular file after caixa looked at it; refused, nothing read",
+                ) from exc
+            raise
+        if not stat.S_ISREG(st.st_mode):
+            why = refusal(st.st_mode, target)
+            if stat.S_ISDIR(st.st_mode):
+                os.rename(target, path)
+            else:
+                os.unlink(target)
+            raise NotRegularError(
+                errno.EINVAL,
+                f"it was replaced after caixa looked at it, by {why}; refused and removed,"
+                " nothing it points to was read",
+            )
         return target
 
     def remove(self, job_id: str) -> None:

@@ -6,11 +6,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from caixa.nofollow import open_regular
 from caixa.pipelines.base import Artifact, StepInput
 
 
 def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
+    """The hash of a regular file's bytes; a symlink is refused, never followed."""
+    with open_regular(path) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 

@@ -9,6 +9,7 @@ import charset_normalizer
 
 from caixa.errors import InputError
 from caixa.filetypes import is_text
+from caixa.nofollow import read_regular
 from caixa.pipelines.base import StepInput
 
 # Legacy encodings that Portuguese and English text arrives in, tried before all others:
@@ -56,7 +57,7 @@ def input_text(job: StepInput, step: str) -> tuple[str, str]:
     if artifact is not None:
         return artifact.path.read_text(encoding="utf-8"), artifact.name
     if is_text(job.media_type):
-        return decode(job.source.read_bytes(), "auto", job.media_type)[0], job.source_name
+        return decode(read_regular(job.source), "auto", job.media_type)[0], job.source_name
     raise InputError(
         f"{step} reads text, and {job.source_name} is {job.media_type}: "
         "put an ocr or text step before it in the rule"

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from caixa.nofollow import open_regular, read_regular
 from caixa.pipelines.base import Artifact, BaseStep, NoParams, StepInput, StepResult
 from caixa.pipelines.common.text import decode
 
@@ -18,7 +19,8 @@ class CopyStep(BaseStep):
 
     def run(self, job: StepInput, params: NoParams) -> StepResult:
         target = job.workdir / "source"
-        shutil.copyfile(job.source, target)
+        with open_regular(job.source) as source, target.open("wb") as copy:
+            shutil.copyfileobj(source, copy, 1 << 20)
         return StepResult([Artifact(job.source_name, target, job.media_type)])
 
 
@@ -36,7 +38,7 @@ class TextStep(BaseStep):
     Params: ClassVar[type[BaseModel]] = TextParams
 
     def run(self, job: StepInput, params: TextParams) -> StepResult:
-        raw = job.source.read_bytes()
+        raw = read_regular(job.source)
         text, encoding, replaced = decode(raw, params.encoding, job.media_type)
         text = text.replace("\r\n", "\n").replace("\r", "\n")
         if params.newline == "crlf":

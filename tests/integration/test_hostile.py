@@ -1,0 +1,176 @@
+"""Whoever can put a file into an inbox controls its name and its bytes. Names made to drive a
+terminal go through a text rule, a failing rule and the index, and every command a person runs
+prints them escaped; a file swapped for a symlink between the watcher's look and the claim is
+refused with nothing of its target read; a document that instructs the model cannot make
+`caixa ask` cite what was not retrieved."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import unicodedata
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import CAIXA, World
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Names a writer may choose: each holds what a terminal obeys or what reorders a line.
+NAMES = {
+    "title\x1b]0;pwned\x07.txt": "escape sequence setting the title, and a bell",
+    "line\nbreak.txt": "a newline",
+    "carriage\rreturn.txt": "a carriage return",
+    "invoice\u202etxt.exe": "a right-to-left override",
+    "isolate\u2066x\u2069.txt": "a bidi isolate",
+    "c1\x9bcontrol.txt": "a C1 control (CSI)",
+    "del\x7fete.txt": "DEL",
+}
+LATIN1 = b"latin-\xe7\xe3o.txt"  # cp1252 bytes: not UTF-8
+FAILING = {"evil\x1b[31mRED\x1b[0m.txt": "colour escapes", "clear\x1b[2J.txt": "clear screen"}
+FAILING_BYTES = b"mau-\xff\x1b[H.txt"
+TOPIC = "As bibliotecas públicas da cidade abrem ao sábado de manhã"
+
+
+def raw_controls(data: bytes) -> list[str]:
+    """What in a command's output a terminal would obey or reorder: C0 and C1 controls (a
+    newline aside), DEL, bidi controls, and bytes that are not UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [f"not UTF-8 at byte {exc.start}: {data[max(0, exc.start - 20) : exc.end + 20]!r}"]
+    return [
+        f"{c!r} in {text[max(0, i - 30) : i + 30]!r}"
+        for i, c in enumerate(text)
+        if (unicodedata.category(c) == "Cc" and c != "\n") or c in BIDI
+    ]
+
+
+def run_bytes(
+    world: World, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [str(CAIXA), *args],
+        env={**world.env, **(env or {})},
+        cwd=world.root,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+def clean(done: subprocess.CompletedProcess[bytes]) -> None:
+    """The command worked and printed nothing raw, on stdout or stderr."""
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    assert raw_controls(done.stdout) == [], done.stdout[-2000:]
+    assert raw_controls(done.stderr) == [], done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[World, subprocess.CompletedProcess[bytes]]]:
+    """The names through a text+index rule and a failing text rule, in one `run --once` with
+    console logs; the run itself is what the first test reads."""
+    world = World(tmp_path_factory.mktemp("hostile"))
+    world.env.update(OFFLINE)
+    world.write_rules(
+        """
+rules:
+  - name: notes
+    inbox: in
+    steps: [text, index]
+  - name: broken
+    inbox: bad
+    steps: [text]
+"""
+    )
+    inbox, bad = world.inbox("in"), world.inbox("bad")
+    for i, name in enumerate(NAMES):
+        (inbox / name).write_text(f"{TOPIC}. Nota {i}: {NAMES[name]}.\n", encoding="utf-8")
+    with open(os.fsencode(inbox) + b"/" + LATIN1, "wb") as f:
+        f.write(f"{TOPIC}. Nota latina.\n".encode())
+    for i, name in enumerate(FAILING, 1):
+        (bad / name).write_bytes(bytes(range(256)) * i)
+    with open(os.fsencode(bad) + b"/" + FAILING_BYTES, "wb") as f:
+        f.write(bytes(range(256)) * 5)
+    ran = run_bytes(
+        world,
+        "run", "--once", "--rules", str(world.rules), "--home", str(world.home),
+        env={"CAIXA_LOG_FORMAT": "console"},
+    )  # fmt: skip
+    yield world, ran
+    world.stop_all()
+
+
+def test_the_run_summary_and_console_logs_print_no_raw_control_character(
+    hostile: tuple[World, subprocess.CompletedProcess[bytes]],
+) -> None:
+    _, ran = hostile
+    clean(ran)
+    summary = ran.stderr.decode().splitlines()[-1]
+    assert summary.startswith(f"caixa: {len(NAMES) + 1} done, 0 duplicates, 3 failed"), summary
+    assert "title\\x1b]0;pwned\\x07.txt" in ran.stderr.decode()  # shown, escaped
+    assert "latin-ção.txt" in ran.stderr.decode()  # read as Windows-1252
+
+
+def test_status_shows_failed_hostile_names_escaped(
+    hostile: tuple[World, subprocess.CompletedProcess[bytes]],
+) -> None:
+    world, _ = hostile
+    done = run_bytes(world, "status", "--home", str(world.home))
+    clean(done)
+    shown = done.stdout.decode()
+    assert "evil\\x1b[31mRED\\x1b[0m.txt" in shown and "mau-ÿ\\x1b[H.txt" in shown, shown
+    clean(run_bytes(world, "status", "--json", "--home", str(world.home)))
+
+
+def test_search_prints_hostile_names_escaped_one_hit_per_line(
+    hostile: tuple[World, subprocess.CompletedProcess[bytes]],
+) -> None:
+    world, _ = hostile
+    args = ("--home", str(world.home), "--rules", str(world.rules), "-n", "20")
+    done = run_bytes(world, "search", "bibliotecas públicas", *args)
+    clean(done)
+    hits = [line for line in done.stdout.decode().splitlines() if line[:1].isdigit()]
+    assert len(hits) == len(NAMES) + 1, done.stdout.decode()
+    shown = done.stdout.decode()
+    for name in ["title\\x1b]0;pwned\\x07.txt", "line\\nbreak.txt", "carriage\\rreturn.txt",
+                 "invoice\\u202etxt.exe", "c1\\x9bcontrol.txt", "latin-ção.txt"]:  # fmt: skip
+        assert name in shown, (name, shown)
+    found = run_bytes(world, "search", "bibliotecas públicas", *args, "--json")
+    clean(found)
+    files = {h["file"] for h in json.loads(found.stdout)["hits"]}
+    assert set(NAMES) <= files  # the JSON keeps the names exact, only escaped as JSON
+    assert "latin-ção.txt" in files
+
+
+def test_ask_prints_hostile_names_escaped(
+    hostile: tuple[World, subprocess.CompletedProcess[bytes]],
+) -> None:
+    world, _ = hostile
+    done = run_bytes(
+        world, "ask", "Quando abrem as bibliotecas públicas?", "-n", "8", "--max-tokens", "24",
+        "--home", str(world.home), "--rules", str(world.rules),
+    )  # fmt: skip
+    clean(done)
+    assert "title\\x1b]0;pwned\\x07.txt" in done.stdout.decode()
+
+
+def test_explain_and_retry_print_hostile_names_escaped(
+    hostile: tuple[World, subprocess.CompletedProcess[bytes]],
+) -> None:
+    world, _ = hostile
+    elsewhere = world.root / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    name = "ex\x1b]0;pwned\x07\u202eplain.txt"
+    (elsewhere / name).write_text("a note\n")
+    done = run_bytes(world, "explain", str(elsewhere / name), "--rules", str(world.rules))
+    assert done.returncode == 1  # no rule's inbox holds it
+    done.returncode = 0
+    clean(done)
+    assert "ex\\x1b]0;pwned\\x07\\u202eplain.txt" in done.stdout.decode()
+    retried = run_bytes(world, "retry", "--failed", "--home", str(world.home))
+    clean(retried)
+    assert "evil\\x1b[31mRED\\x1b[0m.txt" in retried.stdout.decode()
