@@ -6,11 +6,15 @@ refused with nothing of its target read; a document that instructs the model can
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
+import sys
 import unicodedata
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +178,59 @@ def test_explain_and_retry_print_hostile_names_escaped(
     retried = run_bytes(world, "retry", "--failed", "--home", str(world.home))
     clean(retried)
     assert "evil\\x1b[31mRED\\x1b[0m.txt" in retried.stdout.decode()
+
+
+# --- a swap between the watcher's look and the claim ------------------------------------------
+
+SWAP_WRITER = Path(__file__).parents[1] / "swap_writer.py"
+SECRET = b"the daemon's own secret: 7f3a9c-segredo-de-servico\n"
+
+
+def test_a_file_swapped_for_a_symlink_before_the_claim_is_refused_and_nothing_of_its_target_read(
+    tmp_path: Path,
+) -> None:
+    world = World(tmp_path)
+    world.env.update(OFFLINE)
+    world.write_rules(
+        """
+rules:
+  - name: notes
+    inbox: in
+    recursive: true
+    steps: [copy, text, index]
+"""
+    )
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    secret = secrets / "report.txt"
+    secret.write_bytes(SECRET)
+    inbox = world.inbox()
+    (inbox / "swap-note.txt").write_text("an innocent note, swapped for a symlink\n")
+    (inbox / "swapdir").mkdir()
+    (inbox / "swapdir" / "report.txt").write_text("a report whose folder is swapped\n")
+    (inbox / "good.txt").write_text(f"{TOPIC}: a good file beside them.\n")
+    ran = subprocess.run(
+        [sys.executable, str(SWAP_WRITER), str(CAIXA), "run", "--once",
+         "--rules", str(world.rules), "--home", str(world.home)],
+        env={**world.env, "CAIXA_TEST_SECRET": str(secret)},
+        cwd=tmp_path, capture_output=True, timeout=300,
+    )  # fmt: skip
+    log = ran.stdout + ran.stderr
+    assert ran.returncode == 0, log.decode(errors="replace")[-3000:]
+    summary = ran.stderr.decode().splitlines()[-1]
+    # refused: the two swaps, and maybe the symlinked folder itself if a scan came after
+    assert re.match(r"caixa: 1 done, 0 duplicates, 0 failed, [23] refused", summary), summary
+
+    assert secret.read_bytes() == SECRET  # untouched, still where it was
+    digest = hashlib.sha256(SECRET).hexdigest().encode()
+    for path in [*tmp_path.rglob("*")]:
+        if path.is_file() and not path.is_symlink() and secrets not in path.parents:
+            data = path.read_bytes()
+            assert SECRET.strip() not in data and digest not in data, path
+    assert SECRET.strip() not in log and digest not in log
+    status = json.loads(world.caixa("status", "--json", "--home", str(world.home)).stdout)
+    refused = {Path(r["path"]).name: r["reason"] for r in status["refused"]}
+    assert "replaced after caixa looked at it, by a symlink" in refused["swap-note.txt"]
+    assert "replaced by a symlink" in refused["report.txt"]
+    assert not (inbox / "swap-note.txt").exists()  # the link itself is removed
+    assert [p.name for p in (world.outputs / "notes").iterdir()] == ["good"]
