@@ -338,6 +338,7 @@ def ask(
                     "question": found.question,
                     "answer": found.text,
                     "sources": [s.to_json() for s in found.sources],
+                    "cited": found.cited,
                     "model": found.model,
                     "prompt_tokens": done.prompt_tokens if done else 0,
                     "completion_tokens": done.completion_tokens if done else 0,
