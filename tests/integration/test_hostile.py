@@ -279,3 +279,29 @@ def test_a_document_that_instructs_the_model_cannot_make_ask_cite_what_was_not_r
     text = shown.stdout.decode()
     assert "Passages used: [" in text or "The answer cites none of the passages." in text
     assert "contrato.pdf" not in text.split("## Sources")[1]
+
+
+# --- archive-like inputs: thousands of pages or frames ----------------------------------------
+
+
+def test_a_pdf_of_thousands_of_pages_and_a_tiff_of_thousands_of_frames_fail_clearly(
+    world: World,
+) -> None:
+    from PIL import Image
+    from pypdf import PdfWriter
+
+    world.write_rules("rules:\n  - name: scans\n    inbox: in\n    steps: [metadata, ocr]\n")
+    inbox = world.inbox()
+    pdf = PdfWriter()
+    for _ in range(3000):
+        pdf.add_blank_page(width=595, height=842)
+    pdf.write(inbox / "livro.pdf")
+    frame = Image.new("L", (16, 16), 255)
+    frame.save(inbox / "frames.tiff", save_all=True, append_images=[frame] * 1999)
+    done = world.run_once()
+    assert "0 done, 0 duplicates, 2 failed" in done.stderr, done.stderr[-2000:]
+    for name, pages in {"livro.pdf": 3000, "frames.tiff": 2000}.items():
+        error = json.loads((world.failed / "scans" / f"{name}.error.json").read_text())
+        assert error["step"] == "ocr" and error["error"] == "InputError", error
+        assert f"has {pages} pages, over this rule's limit of 500 (max_pages)" in error["message"]
+        assert "traceback" not in error
