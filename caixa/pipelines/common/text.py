@@ -55,7 +55,8 @@ def input_text(job: StepInput, step: str) -> tuple[str, str]:
     name of the file it came from."""
     artifact = job.latest("text/plain")
     if artifact is not None:
-        return artifact.path.read_text(encoding="utf-8"), artifact.name
+        text = read_regular(artifact.path).decode("utf-8")  # newlines as read_text reads them
+        return text.replace("\r\n", "\n").replace("\r", "\n"), artifact.name
     if is_text(job.media_type):
         return decode(read_regular(job.source), "auto", job.media_type)[0], job.source_name
     raise InputError(
