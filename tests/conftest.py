@@ -1,4 +1,10 @@
-"""Fixtures: a throwaway caixa world (rules, inboxes, home) and a real daemon subprocess."""
+"""Fixtures: a throwaway caixa world (rules, inboxes, home) and a real daemon subprocess.
+
+Tests never sleep to let something happen, nor bound how long it takes: on a busy machine any
+fixed time is wrong. They wait for the event itself (a log record, a journal state, a file, a
+datagram) with `wait_until`, whose generous timeout only ends a test that hangs, and prove that
+something did not happen against a later event (`World.wait_quiet_scan`). Speed is for bench/.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,28 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 PLUGINS = Path(__file__).parent / "plugins"
 CAIXA = Path(sys.executable).parent / "caixa"
 sys.path.insert(0, str(PLUGINS))  # the test steps, found through their entry points
+T = TypeVar("T")
+
+
+class WaitTimeoutError(AssertionError):
+    """What was waited for did not happen: a hang, never a slow machine."""
+
+
+def wait_until(what: Callable[[], T], timeout: float = 60, message: str = "") -> T:
+    """What `what` returns once it is truthy: the one way a test waits for an event."""
+    deadline = time.monotonic() + timeout
+    while not (found := what()):
+        if time.monotonic() > deadline:
+            raise WaitTimeoutError(f"timed out after {timeout:g} s waiting for {message or what}")
+        time.sleep(0.05)
+    return found
 
 
 class World:
@@ -33,6 +54,7 @@ class World:
             "CAIXA_SCAN_INTERVAL": "2",
             "CAIXA_RETRY_BACKOFF": "0.2",
             "CAIXA_LOG_FORMAT": "json",
+            "CAIXA_LOG_LEVEL": "debug",  # the scans' records, what tests prove absence against
             "PYTHONPATH": str(PLUGINS),
         }
         self.daemons: list[subprocess.Popen[bytes]] = []
@@ -105,7 +127,8 @@ class World:
         records = []
         decoder = json.JSONDecoder()
         for path in sorted(self.home.glob("daemon-*.log")):
-            for line in path.read_text(errors="replace").splitlines():
+            # the last line may be a record still being written: only whole lines are read
+            for line in path.read_text(errors="replace").split("\n")[:-1]:
                 at = 0
                 while line.startswith("{", at):
                     record, at = decoder.raw_decode(line, at)
@@ -148,15 +171,43 @@ class World:
         s = self.states()
         return s.get("done", 0) + s.get("duplicate", 0) + s.get("failed", 0)
 
-    def wait_for(self, what: Callable[[], bool], timeout: float = 60, message: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if what():
-                return
+    def wait_for(self, what: Callable[[], T], timeout: float = 60, message: str = "") -> T:
+        """What `what` returns once it is truthy; a daemon that died fails the test at once."""
+
+        def alive_and_found() -> T:
             for proc in self.daemons:
                 assert proc.poll() in (None, 0, -9, -15), f"daemon died: {self.raw_log()[-3000:]}"
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {message or what}; states {self.states()}")
+            return what()
+
+        try:
+            return wait_until(alive_and_found, timeout, message)
+        except WaitTimeoutError as exc:
+            raise WaitTimeoutError(f"{exc}; states {self.states()}") from None
+
+    def wait_log(
+        self, event: str, after: int = 0, timeout: float = 60, **fields: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """The first record of `event` with these fields at or after position `after` in
+        `logs()`, and its position (`len(world.logs())` marks what came before)."""
+
+        def found() -> tuple[int, dict[str, Any]] | None:
+            for at, record in enumerate(self.logs()[after:], after):
+                if record.get("event") == event and all(
+                    record.get(k) == v for k, v in fields.items()
+                ):
+                    return at, record
+            return None
+
+        return self.wait_for(found, timeout, f"the log record {event!r} {fields or ''}")
+
+    def wait_quiet_scan(self, timeout: float = 60) -> None:
+        """Absence, proven against an event: a full scan of the inboxes that began after this
+        call has finished and left no candidate. A file a scan finds stays a candidate until it
+        is taken or left alone, and taking it records its job first; so whatever the daemon
+        would take (again) shows in the journal once such a scan is over."""
+        first, _ = self.wait_log("scan finished", len(self.logs()), timeout, polled_only=False)
+        # that scan may have begun before this call; the next ones began after it
+        self.wait_log("scan finished", first + 1, timeout, polled_only=False, candidates=0)
 
     def manifests(self) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted(self.outputs.rglob("manifest.json"))]

@@ -173,6 +173,9 @@ class Watcher:
             if only_polled and inbox not in self.polled:
                 continue
             self._scan_dir(inbox, recursive)
+        # A scan that ends with no candidate proves that no file waits to be taken: what a
+        # person (or a test) checks "this file was left alone" against, rather than a clock.
+        logger.debug("scan finished", polled_only=only_polled, candidates=self.pending())
 
     def _scan_dir(self, folder: Path, recursive: bool) -> None:
         try:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from tests.conftest import World
@@ -111,5 +110,5 @@ def check_unreadable(world: World) -> None:
     error = error_of(world, "locked.txt")
     assert "permission denied" in error["message"]
     assert (world.failed / "notes" / "locked.txt").exists()
-    time.sleep(0.2)
+    world.wait_quiet_scan()  # the failed file is not taken again
     assert world.states() == {"failed": 1}

@@ -24,8 +24,7 @@ def test_500_files_with_slow_writers_each_done_once_and_whole(world: World) -> N
     world.write_rules(RULES)
     inbox = world.inbox()
     world.start()
-    world.wait_for(lambda: (world.home / "journal.sqlite3").exists(), message="daemon up")
-    time.sleep(0.5)  # the watches are in place once the journal exists and the scan ran
+    world.wait_log("watching")  # logged once the watches are in place and the first scan ran
 
     def slow_write(i: int) -> None:
         data = content(i)
@@ -43,8 +42,8 @@ def test_500_files_with_slow_writers_each_done_once_and_whole(world: World) -> N
     for t in writers:
         t.join()
 
-    world.wait_for(lambda: world.finished() >= 500, timeout=120, message="500 jobs")
-    time.sleep(1)  # anything claimed twice would show up now
+    world.wait_for(lambda: world.finished() >= 500, timeout=300, message="500 jobs")
+    world.wait_quiet_scan()  # anything claimed twice would show up by then
     assert world.states() == {"done": 500}
 
     expected = {

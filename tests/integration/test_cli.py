@@ -117,7 +117,7 @@ def test_a_rule_can_force_polling(world: World) -> None:
     world.start()
     world.wait_for(lambda: any(e["event"] == "inbox polled" for e in world.logs()))
     (world.inbox() / "polled.txt").write_text("found by polling\n")
-    world.wait_for(lambda: world.finished() == 1, timeout=20)
+    world.wait_for(lambda: world.finished() == 1)
     assert (world.outputs / "r/polled/polled.txt").read_text() == "found by polling\n"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 
 from tests.conftest import World
 
@@ -58,7 +57,7 @@ def test_on_success_keep_leaves_the_source_and_does_not_take_it_again(world: Wor
     (world.inbox() / "keep.txt").write_text("stay\n")
     world.start()
     world.wait_for(lambda: world.finished() >= 1)
-    time.sleep(2.5)  # a full reconciliation scan later (CAIXA_SCAN_INTERVAL=2)
+    world.wait_quiet_scan()  # a full reconciliation scan later, nothing is taken again
     assert world.states() == {"done": 1}
     assert (world.inbox() / "keep.txt").read_text() == "stay\n"
     (world.inbox() / "keep.txt").write_text("changed\n")  # a new version is new work
@@ -157,8 +156,7 @@ def test_a_second_daemon_on_the_same_home_is_refused(world: World) -> None:
     world.write_rules(rules("[copy]"))
     world.inbox()
     world.start()
-    world.wait_for(lambda: (world.home / "journal.sqlite3").exists())
-    time.sleep(0.5)
+    world.wait_log("watching")  # logged once it holds the home's lock
     second = world.caixa("run", "--once", "--rules", str(world.rules), "--home", str(world.home))
     assert second.returncode == 4
     assert "another caixa" in second.stderr

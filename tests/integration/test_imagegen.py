@@ -86,7 +86,7 @@ def test_prompt_files_become_images_that_the_same_file_makes_again(
     assert data["artifacts"] == ["farol.png"] and data["models"] == [str(tiny_sd)]
     assert data["data"]["seed"] == 1234 and data["data"]["steps"] == 4
     assert data["data"]["scheduler_class"] == "PNDMScheduler"
-    assert 0 < data["data"]["seconds_per_image"] < 60
+    assert data["data"]["seconds_per_image"] > 0  # how fast is bench/imagegen.py's to say
 
     wide = Image.open(world.outputs / "prompts" / "wide" / "wide.png")
     assert wide.size == (96, 64)

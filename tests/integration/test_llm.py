@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from itertools import count
@@ -28,6 +27,7 @@ from caixa.errors import InputError
 from caixa.pipelines.base import StepInput, StepResult
 from caixa.pipelines.llm.llama import TEMPLATE_KEY, LlamaModel
 from caixa.pipelines.llm.step import LlmParams, LlmStep
+from tests.conftest import wait_until
 
 LABELS = ["invoice", "complaint", "personal", "newsletter"]
 MAILS = [
@@ -228,11 +228,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
-        while not answers(url):
-            assert proc.poll() is None, log.read_text()[-2000:]
-            assert time.monotonic() < deadline, "the llama.cpp server did not start"
-            time.sleep(0.2)
+        wait_until(lambda: proc.poll() is not None or answers(url), 120, "the llama.cpp server")
+        assert proc.poll() is None, log.read_text()[-2000:]
         yield url
     finally:
         proc.terminate()

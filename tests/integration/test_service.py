@@ -8,18 +8,17 @@ import signal
 import socket
 import struct
 import threading
-import time
 from pathlib import Path
 
-from tests.conftest import World
+from tests.conftest import World, wait_until
 
 
 class Datagrams:
-    """A datagram socket in place of systemd's: it keeps what arrives, with when."""
+    """A datagram socket in place of systemd's: it keeps what arrives, in order."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.got: list[tuple[float, bytes]] = []
+        self.got: list[bytes] = []
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(str(path))
         self._sock.settimeout(0.1)
@@ -32,24 +31,33 @@ class Datagrams:
                 data = self._sock.recv(1 << 20)
             except TimeoutError:
                 continue
-            self.got.append((time.monotonic(), data))
+            self.got.append(data)
 
     def close(self) -> None:
         self._open = False
 
-    def lines(self, since: float = 0.0) -> list[tuple[float, str]]:
+    def mark(self) -> int:
+        """What has arrived so far: `since` for what comes next."""
+        return len(self.got)
+
+    def lines(self, since: int = 0) -> list[tuple[int, str]]:
+        """Each line with the number of its datagram, from datagram `since` on."""
         return [
-            (t, line) for t, d in list(self.got) if t >= since for line in d.decode().split("\n")
+            (n, line)
+            for n, d in enumerate(self.got[since:], since)
+            for line in d.decode().split("\n")
         ]
 
-    def wait_for(self, prefix: str, since: float = 0.0, timeout: float = 30) -> tuple[float, str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for t, line in self.lines(since):
-                if line.startswith(prefix):
-                    return t, line
-            time.sleep(0.02)
-        raise AssertionError(f"no {prefix!r} in {self.lines(since)}")
+    def wait_for(
+        self, prefix: str, since: int = 0, timeout: float = 60, count: int = 1
+    ) -> tuple[int, str]:
+        """The `count`th line starting with `prefix` from datagram `since` on."""
+
+        def found() -> tuple[int, str] | None:
+            matches = [(n, line) for n, line in self.lines(since) if line.startswith(prefix)]
+            return matches[count - 1] if len(matches) >= count else None
+
+        return wait_until(found, timeout, f"{count} x {prefix!r} after datagram {since}")
 
 
 def journal_fields(datagram: bytes) -> dict[str, str]:
@@ -79,9 +87,8 @@ def events(world: World, event: str) -> list[dict]:
     return [e for e in world.logs() if e.get("event") == event]
 
 
-def wait_event(world: World, event: str, timeout: float = 30) -> dict:
-    world.wait_for(lambda: events(world, event), timeout=timeout, message=event)
-    return events(world, event)[0]
+def wait_event(world: World, event: str) -> dict:
+    return world.wait_log(event)[1]
 
 
 def test_ready_status_and_watchdog_until_the_watcher_stops_answering(
@@ -101,10 +108,10 @@ def test_ready_status_and_watchdog_until_the_watcher_stops_answering(
     notify.wait_for("READY=1")
     # READY means the first scan is taken: the file that was waiting is already claimed
     assert [r["name"] for r in world.query("SELECT name FROM jobs")] == ["before.txt"]
-    notify.wait_for("STATUS=0 queued, 0 running, 1 done, 0 failed", timeout=20)
-    start = time.monotonic()
-    time.sleep(2)
-    pings = [t for t, line in notify.lines(start) if line == "WATCHDOG=1"]
+    notify.wait_for("STATUS=0 queued, 0 running, 1 done, 0 failed")
+    start = notify.mark()
+    notify.wait_for("WATCHDOG=1", since=start, count=3)
+    pings = [n for n, line in notify.lines(start) if line == "WATCHDOG=1"]
     assert len(pings) >= 3, notify.lines(start)
 
     proc.send_signal(signal.SIGHUP)  # systemctl reload
@@ -115,10 +122,12 @@ def test_ready_status_and_watchdog_until_the_watcher_stops_answering(
     # The inbox folder goes away (a disk unmounted): its watch dies with it. The daemon still
     # runs, but is half blind: it stops petting the watchdog so that systemd restarts it.
     shutil.rmtree(inbox)
-    stalled_at, status = notify.wait_for("STATUS=", since=time.monotonic(), timeout=10)
+    stalled_at, status = notify.wait_for("STATUS=0 queued, 0 running, 1 done, 0 failed; not")
     assert f"not answering: watcher: no longer watching {inbox}" in status
-    time.sleep(3)
-    assert [line for t, line in notify.lines(stalled_at) if line == "WATCHDOG=1"] == []
+    # the next status line comes from a tick that checked every part again first (ten times,
+    # every 0.5 s): a ping from any of those checks would have arrived before it
+    notify.wait_for("STATUS=", since=stalled_at + 1)
+    assert [line for n, line in notify.lines(stalled_at) if line == "WATCHDOG=1"] == []
     assert proc.poll() is None
 
     proc.send_signal(signal.SIGTERM)
@@ -173,7 +182,7 @@ def test_an_edit_of_the_rules_file_reloads_them_without_a_signal(world: World) -
     (new / "late.txt").write_text("dropped after the reload\n")
     (old / "left.txt").write_text("dropped where no rule looks any more\n")
     world.wait_for(lambda: world.finished() == 2, message="late.txt")
-    time.sleep(1.5)
+    world.wait_quiet_scan()
     assert sorted(m["source"]["name"] for m in world.manifests()) == ["early.txt", "late.txt"]
     assert {m["rule"]["name"] for m in world.manifests()} == {"second"}
     assert (old / "left.txt").exists()
@@ -184,13 +193,13 @@ rules:
   - name: slow
     inbox: in
     steps:
-      - sleepy: {{seconds: {seconds}}}
+      - sleepy: {params}
       - copy
 """
 
 
 def test_sigterm_while_50_files_are_processed_then_a_restart_does_each_once(world: World) -> None:
-    world.write_rules(SLEEPY.format(seconds=0.1))
+    world.write_rules(SLEEPY.format(params="{seconds: 0.1}"))
     inbox = world.inbox()
     for i in range(50):
         (inbox / f"f{i:02}.txt").write_text(f"file {i}\n")
@@ -205,8 +214,8 @@ def test_sigterm_while_50_files_are_processed_then_a_restart_does_each_once(worl
     assert events(world, "stopped")
 
     world.start()
-    world.wait_for(lambda: world.finished() == 50, timeout=90, message="all 50")
-    time.sleep(0.5)
+    world.wait_for(lambda: world.finished() == 50, timeout=180, message="all 50")
+    world.wait_quiet_scan()
     assert world.states() == {"done": 50}
     slept = [e["job"] for e in events(world, "step done") if e["step"] == "sleepy"]
     assert len(slept) == len(set(slept)) == 50  # each job's step ran once, across both daemons
@@ -219,7 +228,8 @@ def test_sigterm_while_50_files_are_processed_then_a_restart_does_each_once(worl
 
 
 def test_a_step_longer_than_the_stop_timeout_is_left_to_resume(world: World) -> None:
-    world.write_rules(SLEEPY.format(seconds=3))
+    release = world.root / "release"  # the step holds on until this file exists
+    world.write_rules(SLEEPY.format(params=f"{{until: {release}}}"))
     (world.inbox() / "long.txt").write_text("a long step\n")
     world.env["CAIXA_STOP_TIMEOUT"] = "0.5"
     first = world.start()
@@ -227,8 +237,9 @@ def test_a_step_longer_than_the_stop_timeout_is_left_to_resume(world: World) -> 
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
     assert events(world, "stopping with steps still running; their jobs resume at the next start")
-    assert world.states() == {"running": 1}  # it left without waiting for the 3 s step
+    assert world.states() == {"running": 1}  # it left without waiting for the step
 
+    release.touch()
     world.start()
     world.wait_for(lambda: world.finished() == 1, message="the job resumed")
     assert world.states() == {"done": 1}
@@ -263,9 +274,14 @@ def test_logs_reach_journald_with_their_fields(world: World, tmp_path: Path) -> 
     (inbox / "photo.jpg").write_bytes(b"\xff\xd8\xff")
     world.wait_for(lambda: world.finished() == 1, message="nota.txt")
     job = world.query("SELECT id FROM jobs")[0]["id"]
-    time.sleep(0.5)
 
-    records = [journal_fields(d) for _, d in journal.got]
+    def arrived(message: str) -> list[dict[str, str]]:
+        records = [journal_fields(d) for d in list(journal.got)]
+        return [r for r in records if r["MESSAGE"].startswith(message)]
+
+    wait_until(lambda: arrived("step done"), message="the step's record in the journal")
+    wait_until(lambda: arrived("no rule takes this file"), message="photo.jpg's record")
+    records = [journal_fields(d) for d in journal.got]
     done = [r for r in records if r["MESSAGE"].startswith("step done")]
     assert len(done) == 1
     assert done[0]["JOB"] == job

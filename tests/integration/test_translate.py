@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -130,7 +129,6 @@ def test_the_argos_engine_installs_local_argosmodels_and_runs_with_no_network(
     (world.inbox("es") / "carta.txt").write_text(note.replace("Por favor", "Depois"))
     user = world.root / "user"  # argos' default folders would be made under this HOME
     command = [str(CAIXA), "run", "--once", "--rules", str(world.rules), "--home", str(world.home)]
-    started = time.monotonic()
     done = subprocess.run(
         [*NO_NETWORK, *command],
         env={**world.env, **OFFLINE, "HOME": str(user)},
@@ -140,7 +138,8 @@ def test_the_argos_engine_installs_local_argosmodels_and_runs_with_no_network(
     )
     assert done.returncode == 0, done.stderr
     assert "2 done" in done.stderr, done.stderr
-    assert time.monotonic() - started < 60  # never waited on argos' package index
+    # never asked argos' package index: with no network each try logs its URLError
+    assert "URLError" not in done.stderr, done.stderr
 
     for name, out, models in [
         ("nota.txt", "nota/nota.en.txt", ["argos translate-pt_en-tiny"]),

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+import psutil
 from pydantic import BaseModel, ConfigDict
 
 from caixa import models
@@ -26,6 +27,7 @@ from caixa.pipelines.base import (
 class SleepyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seconds: float = 0.1
+    until: str = ""  # then hold on until this file exists: the test says when to let go
 
 
 class SleepyStep:
@@ -40,6 +42,8 @@ class SleepyStep:
     def run(self, job: StepInput, params: SleepyParams) -> StepResult:
         start = time.time()
         time.sleep(params.seconds)
+        while params.until and not Path(params.until).exists():
+            time.sleep(0.02)
         out = job.workdir / "slept.txt"
         out.write_text(f"{job.source_name}\n")
         return StepResult(
@@ -125,6 +129,12 @@ class WeightsStep(BaseStep):
         out.write_text(f"{params.model} {len(weights)}\n")
         return StepResult(
             [Artifact(f"{job.stem}.used.txt", out, "text/plain")],
-            data={"start": start, "end": time.time(), "loaded": bool(loads), "pid": os.getpid()},
+            data={
+                "start": start,
+                "end": time.time(),
+                "loaded": bool(loads),
+                "pid": os.getpid(),
+                "rss": psutil.Process().memory_info().rss,  # with the weights held
+            },
             models=[params.model],
         )

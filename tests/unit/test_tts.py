@@ -99,7 +99,7 @@ def test_speed_voice_by_path_and_the_manifest(tmp_path: Path) -> None:
     assert 0.35 < fast.data["duration_seconds"] / normal.data["duration_seconds"] < 0.7
     assert seconds(normal.artifacts[0].path) == pytest.approx(normal.data["duration_seconds"], 0.01)
     assert normal.data["sample_rate"] == 22050 and normal.data["characters"] == len(ENGLISH)
-    assert 0 < normal.data["real_time_factor"] < 1
+    assert normal.data["real_time_factor"] > 0  # how fast is bench/tts.py's to say
 
     assert TtsStep.model_of(TtsParams()) == "en_US-joe-medium"
     assert TtsStep.model_of(TtsParams(language="en", voices={"en": str(own)})) == str(own)

@@ -6,21 +6,17 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from caixa.config.settings import Settings
 from caixa.daemon.watcher import Watcher
+from tests.conftest import wait_until
 
 
-def eventually(what: Callable[[], object], timeout: float = 5) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := what():
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+def probe_back(watcher: Watcher) -> bool:
+    """No probe is out: the last one's event came back through the observer's threads."""
+    probe = watcher._probe
+    return probe.sent is None or probe.answered >= probe.sent
 
 
 def test_a_stuck_event_handler_is_seen_and_so_is_its_recovery(tmp_path: Path) -> None:
@@ -44,19 +40,19 @@ def test_a_stuck_event_handler_is_seen_and_so_is_its_recovery(tmp_path: Path) ->
     try:
         for _ in range(3):  # each look sends a probe once the last one came back
             assert watcher.stalled(bound=0.5) is None
-            time.sleep(0.6)
+            wait_until(lambda: probe_back(watcher), message="the probe's event")
 
         # a folder with a fifo moved in: the event thread scans it, and waits in on_refuse
         (tmp_path / "new").mkdir()
         os.mkfifo(tmp_path / "new" / "pipe")
         (tmp_path / "new").rename(inbox / "new")
-        assert stuck.wait(5)
+        assert stuck.wait(60)
         watcher.stalled(bound=0.5)
-        why = eventually(lambda: watcher.stalled(bound=0.5))
+        why = wait_until(lambda: watcher.stalled(bound=0.5))
         assert str(why).startswith("no event has come through for ")
 
         unstuck.set()
-        eventually(lambda: watcher.stalled(bound=0.5) is None)
+        wait_until(lambda: watcher.stalled(bound=0.5) is None)
     finally:
         unstuck.set()
         watcher.stop()
@@ -77,14 +73,15 @@ def test_a_removed_inbox_is_no_longer_watched_until_the_rules_are_reloaded(
     watcher.start()
     try:
         shutil.rmtree(inbox)
-        why = eventually(lambda: watcher.stalled(bound=5))
+        why = wait_until(lambda: watcher.stalled(bound=5))
         assert why == f"no longer watching {inbox} (removed or unmounted?)"
 
+        wait_until(lambda: probe_back(watcher), message="the probe's event")
         watcher.retarget({inbox: (False, False)}, [tmp_path / "home"])
         assert watcher.stalled(bound=5) is None
         wake.clear()
         (inbox / "a.txt").write_text("seen by the new watch\n")
-        assert wake.wait(5)
+        assert wake.wait(60)
         assert watcher.pending() == 1
     finally:
         watcher.stop()
