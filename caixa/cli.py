@@ -21,7 +21,8 @@ from caixa.config.settings import Settings
 from caixa.daemon import lanestate
 from caixa.daemon.journal import TERMINAL, Journal, State
 from caixa.daemon.service import Daemon
-from caixa.errors import CaixaError, StepError, TransientError
+from caixa.doctor import describe
+from caixa.errors import CaixaError, ExitCode, StepError, TransientError
 from caixa.home import Home
 from caixa.pipelines.index.retrieve import Hit
 from caixa.pipelines.llm.ask import markdown
@@ -118,9 +119,9 @@ def check(
         where = ", ".join(_near(p, ruleset.source.parent) for p in rule.inboxes)
         steps = " -> ".join(s.name for s in rule.steps)
         state = f"waits for: {', '.join(verdict.missing)}" if verdict.missing else "ready"
-        out.print(f"  {rule.name:<12} {where:<24} {steps:<36} {state}", highlight=False)
+        out.print(f"  {rule.name:<12} {where:<24} {steps:<36} {state}", markup=False)
     for name, reason in sorted(found.reasons.items()):
-        out.print(f"unavailable: {name}: {reason}", highlight=False)
+        out.print(f"unavailable: {name}: {reason}", markup=False)
     if strict and found.inactive:
         raise typer.Exit(1)
 
@@ -345,6 +346,19 @@ def ask(
         )
         return
     out.print(markdown(found), end="", markup=False)
+
+
+@app.command()
+def doctor(rules_path: RulesOpt = None, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """What caixa will run, and where, on this machine and these rules; how to fix problems."""
+    settings = _settings(rules_path, home)
+    report = operations.doctor(settings.rules, settings.home)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        out.print("\n".join(describe(report)), markup=False)
+    if not report.ok:
+        raise typer.Exit(ExitCode.doctor_problems)
 
 
 @app.command("install-service")
