@@ -27,5 +27,19 @@ done
 for rule in photos prompts; do
   grep -qE "^  $rule .* waits for: " <<<"$out" || { echo "FAIL: rule $rule should wait" >&2; status=1; }
 done
+# the engines that pull torch are extras of their own: a rule that asks for one waits, and says
+# what to install
+engines=$(mktemp /tmp/caixa-engines.XXXXXX.yaml)
+trap 'rm -f "$engines"; [ -n "${1:-}" ] || rm -rf "$venv"' EXIT
+cat > "$engines" <<'YAML'
+rules:
+  - {name: argos, inbox: in, steps: [{translate: {to: de, engine: argos}}]}
+  - {name: minilm, inbox: in, steps: [{index: {embedder: sentence-transformers}}]}
+YAML
+out=$("$venv/bin/caixa" check --rules "$engines")
+echo "$out"
+grep -q "caixa\[argos\]" <<<"$out" || { echo "FAIL: argos does not say how to install it" >&2; status=1; }
+grep -q "caixa\[sentence-transformers\]" <<<"$out" \
+  || { echo "FAIL: sentence-transformers does not say how to install it" >&2; status=1; }
 [ "$status" -eq 0 ] && echo "== light install OK: $extras"
 exit "$status"
