@@ -246,7 +246,7 @@ def place(
     if step.resource is Resource.accelerator:
         where, why = devices.choose(device, backend, probe, nodes)
     else:
-        where, why = "cpu", "cpu: a CPU step"
+        where, why = "cpu", "cpu: a CPU lane"
     return StepPlace(rule.name, spec.name, str(step.resource), True, None, backend, where, why)
 
 

@@ -89,7 +89,7 @@ def test_a_missing_packaged_model_names_the_package_to_install() -> None:
 def test_a_gpu_that_a_library_cannot_reach_is_a_warning_with_the_build_that_can() -> None:
     steps = [
         doctor.StepPlace("mail", "llm", "accelerator", True, None, "llama.cpp", "cpu", "cpu: ..."),
-        doctor.StepPlace("speak", "text", "cpu", True, None, None, "cpu", "cpu: a CPU step"),
+        doctor.StepPlace("speak", "text", "cpu", True, None, None, "cpu", "cpu: a CPU lane"),
     ]
     (problem,) = doctor.gpu_problems(steps, [ROCM_CPU], ["/dev/kfd"])
     assert not problem.blocking
@@ -122,6 +122,6 @@ def test_the_json_keys_stay_what_the_web_page_reads(tmp_path: Path) -> None:
     (step,) = data["steps"]
     assert step == {
         "rule": "a", "step": "copy", "resource": "cpu", "ready": True, "missing": None,
-        "backend": None, "device": "cpu", "reason": "cpu: a CPU step",
+        "backend": None, "device": "cpu", "reason": "cpu: a CPU lane",
     }  # fmt: skip
     assert data["tesseract"]["wanted"] == {}
