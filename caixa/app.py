@@ -1,5 +1,5 @@
 """The operations a person asks for, on one home: status, retry, search, ask, forget, check,
-explain. The CLI prints what they return; the web page shows it. Each is safe while a daemon
+explain, doctor. The CLI prints what they return; the web page shows it. Each is safe while a daemon
 runs on the home: they read the journal and the index, and a retry is the journal's own
 two-step protocol (jobs.requeue), which the daemon finishes if it is cut short."""
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from caixa import doctor as diagnosis
 from caixa.config import rules as rules_file
 from caixa.config.rules import Rule, RuleSet
 from caixa.daemon import jobs as job_phases
@@ -239,3 +240,12 @@ def explain(file: Path, rules_path: Path) -> Explanation:
         list(verdict.reasons),
         ruleset.outputs / rule.output if rule is not None else None,
     )
+
+
+# --- this machine --------------------------------------------------------------------------
+
+
+def doctor(rules_path: Path, home: Path) -> diagnosis.Report:
+    """`caixa doctor` and the web page's System view: what caixa will run, and where, on this
+    machine and these rules; `Report.to_json()` has the keys caixa.doctor documents."""
+    return diagnosis.diagnose(rules_path, home)

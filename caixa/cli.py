@@ -22,7 +22,8 @@ from caixa.daemon import lanestate
 from caixa.daemon.journal import TERMINAL, Journal, State
 from caixa.daemon.service import Daemon
 from caixa.display import json_text, shown, shown_lines
-from caixa.errors import CaixaError, StepError, TransientError
+from caixa.doctor import describe
+from caixa.errors import CaixaError, ExitCode, StepError, TransientError
 from caixa.home import Home
 from caixa.pipelines.index.retrieve import Hit
 from caixa.pipelines.llm.ask import markdown
@@ -348,6 +349,19 @@ def ask(
         )
         return
     out.print(shown_lines(markdown(found)), end="", markup=False)
+
+
+@app.command()
+def doctor(rules_path: RulesOpt = None, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """What caixa will run, and where, on this machine and these rules; how to fix problems."""
+    settings = _settings(rules_path, home)
+    report = operations.doctor(settings.rules, settings.home)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        out.print(shown_lines("\n".join(describe(report))), markup=False)
+    if not report.ok:
+        raise typer.Exit(ExitCode.doctor_problems)
 
 
 @app.command("install-service")

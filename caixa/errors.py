@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     home_locked = 4
     not_found = 5
     home_unusable = 6
+    doctor_problems = 7  # `caixa doctor` found something that stops a rule from running
 
 
 class CaixaError(Exception):

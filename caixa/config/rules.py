@@ -290,6 +290,9 @@ def _resolve(
             problems.append(_describe(path, lines, exc, found.step.Params, prefix=loc))
             steps.append(spec)
             continue
+        missing_for = getattr(found.step, "missing_for", None)  # a plugin may not have it
+        if missing_for is not None and (gaps := missing_for(params)):
+            unavailable.append(f"{spec.name}: missing {'; '.join(gaps)}")
         steps.append(
             StepSpec(
                 name=spec.name,

@@ -153,6 +153,19 @@ class BaseStep:
         return None
 
     @classmethod
+    def missing_for(cls, params: Any) -> list[str]:
+        """What these params need that is not installed (an optional engine), beyond
+        `requires`; `check` names it and the rule waits, as for a missing step."""
+        return []
+
+    @classmethod
+    def backend_of(cls, params: Any) -> str | None:
+        """The library that would put this step's model on a GPU (`torch`, `onnxruntime`,
+        `llama.cpp`, `ctranslate2`), so `CAIXA_DEVICE=auto` can ask that library which
+        device it can use; None: the step runs on the CPU whatever the device."""
+        return None
+
+    @classmethod
     def lighter(cls, params: Any) -> Any | None:
         """Params that need less accelerator memory, for one more try after the GPU ran out;
         None when the step has no lighter way to do the same work."""

@@ -4,7 +4,6 @@ by calling the step directly."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,20 +15,9 @@ from caixa.errors import InputError
 from caixa.pipelines.base import StepInput
 from caixa.pipelines.imagegen import diffusion
 from caixa.pipelines.imagegen.step import ImagegenParams, ImagegenStep
-from tests import tiny_diffusion
 from tests.conftest import World
 
 PROMPT = "---\nseed: 1234\n---\nUm farol numa costa rochosa ao entardecer, aquarela.\n"
-
-
-@pytest.fixture(scope="session")
-def tiny_sd(pytestconfig: pytest.Config) -> Path:
-    """A tiny Stable Diffusion folder, built once per version of its builder and cached."""
-    version = hashlib.sha256(Path(tiny_diffusion.__file__).read_bytes()).hexdigest()[:12]
-    folder = pytestconfig.cache.mkdir(f"tiny-sd-{version}") / "tiny-sd"
-    if not (folder / "model_index.json").exists():
-        tiny_diffusion.build(folder)
-    return folder
 
 
 def rule(name: str, inbox: str, model: Path) -> str:

@@ -164,6 +164,7 @@ rules:
         "ran out of memory; retried with every other model unloaded and lighter settings"
     ]
     assert step["device"] == "cpu"
+    assert step["device_reason"] == "cpu: this step runs on the CPU whatever the device"
 
 
 def model_rules(release: Path) -> str:

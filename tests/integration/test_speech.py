@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import wave
+from pathlib import Path
 
 import numpy as np
 import soundfile
 
+from caixa.daemon.worker.device import GPU_DEVICES
 from caixa.pipelines.speech.plaintext import from_markdown
 from tests.conftest import World
 
@@ -75,6 +77,9 @@ def test_texts_become_speech_in_their_language_and_bad_ones_fail_clearly(world: 
     assert english["data"]["duration_seconds"] == round(duration, 2)
     assert english["models"] == ["py3langid", "en_US-joe-medium"]
     assert english["artifacts"] == ["library.wav", "library.ogg"]
+    if not any(Path(node).exists() for node in GPU_DEVICES):  # this machine: no GPU
+        assert english["device"] == "cpu"
+        assert english["device_reason"].startswith("cpu: no GPU device node (/dev/nvidiactl")
     ogg = soundfile.info(str(world.outputs / "library" / "library.ogg"))
     assert ogg.format == "OGG" and ogg.subtype == "VORBIS"
     assert abs(ogg.duration - duration) < 0.1

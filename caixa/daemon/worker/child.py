@@ -26,7 +26,7 @@ from typing import Any
 from structlog.contextvars import bound_contextvars
 
 from caixa import log, models, offline
-from caixa.daemon.worker.device import detect_memory, gpu_bytes, resolve_device
+from caixa.daemon.worker.device import choose, detect_memory, gpu_bytes, resolve_device
 from caixa.daemon.worker.protocol import (
     Failure,
     Hello,
@@ -72,22 +72,34 @@ class Worker:
         before = {r.name for r in models.resident()}
         with bound_contextvars(**request.context):
             try:
-                result, device, notes = self._execute(request)
+                result, (device, why), notes = self._execute(request)
             except Exception as exc:
                 return self._reply(failure=Failure.of(exc), loaded_from=before)
-        return self._reply(result=result, device=device, notes=notes, loaded_from=before)
+        return self._reply(
+            result=result, device=device, device_reason=why, notes=notes, loaded_from=before
+        )
 
-    def _execute(self, task: Task) -> tuple[StepResult, str, list[str]]:
+    def _place(self, step: type[Step], params: Any) -> tuple[str, str]:
+        """The device this step's library can use, and why (device.choose): per step, since
+        llama.cpp may reach a GPU that torch does not, or the other way round."""
+        if self.config.lane != "accelerator":
+            return "cpu", "cpu: a CPU lane"
+        backend_of = getattr(step, "backend_of", None)  # a plugin may not have it
+        return choose(self.config.device, backend_of(params) if backend_of else None)
+
+    def _execute(self, task: Task) -> tuple[StepResult, tuple[str, str], list[str]]:
         """Run the step; when memory runs out, unload everything and try once more (with the
         step's lighter settings, if it has any), then on the CPU if the rule allows it."""
         step = default_registry().get(task.step)
         params = step.Params.model_validate(task.params)
+        placed = self._place(step, params)
+        device = placed[0]
         notes = []
         evicted = models.make_room(task.model, self.budget)
         if evicted:
             notes.append(f"unloaded {', '.join(evicted)} to make room for {task.model}")
         try:
-            return self._run(step, params, task, self.device), self.device, notes
+            return self._run(step, params, task, device), placed, notes
         except Exception as exc:
             if not out_of_memory(exc):
                 raise
@@ -101,20 +113,21 @@ class Worker:
             + (" and lighter settings" if lighter_params is not None else "")
         )
         try:
-            return self._run(step, lighter_params or params, task, self.device), self.device, notes
+            return self._run(step, lighter_params or params, task, device), placed, notes
         except Exception as exc:
             if not out_of_memory(exc):
                 raise
-            if self.device == "cpu" or not task.cpu_fallback:
-                raise StepError(_oom_advice(task, self.device, lighter_params is not None)) from exc
+            if device == "cpu" or not task.cpu_fallback:
+                raise StepError(_oom_advice(task, device, lighter_params is not None)) from exc
         models.unload()
         _empty(task.job.workdir)
-        logger.warning("the GPU ran out of memory twice; running on the CPU", device=self.device)
+        logger.warning("the GPU ran out of memory twice; running on the CPU", device=device)
         try:
             result = self._run(step, lighter_params or params, task, "cpu")
         finally:
             models.unload()  # its CPU copies must not serve the next run on the GPU
-        return result, "cpu", [*notes, "ran on the CPU: the GPU ran out of memory twice"]
+        gone = "cpu: the GPU ran out of memory twice (cpu_fallback: true)"
+        return result, ("cpu", gone), [*notes, "ran on the CPU: the GPU ran out of memory twice"]
 
     def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
         torch = sys.modules.get("torch")

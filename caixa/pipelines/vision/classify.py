@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +36,10 @@ class ClassifyStep(BaseStep):
     requires: ClassVar[Requirements] = Requirements(
         modules=("torch", efficientnet.MODULE, yolo.MODULE), extra="vision"
     )
+
+    @classmethod
+    def backend_of(cls, params: Any) -> str | None:
+        return "torch"
 
     @classmethod
     def model_of(cls, params: ClassifyParams) -> str:

@@ -54,6 +54,10 @@ class DetectStep(BaseStep):
     )
 
     @classmethod
+    def backend_of(cls, params: Any) -> str | None:
+        return "torch"
+
+    @classmethod
     def model_of(cls, params: DetectParams) -> str:
         return params.model
 
