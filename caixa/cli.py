@@ -347,6 +347,23 @@ def ask(
     out.print(markdown(found), end="", markup=False)
 
 
+@app.command()
+def web(
+    host: Annotated[
+        str, typer.Option(help="address to listen on; not loopback needs a password")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8484,
+    rules_path: RulesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve the page: overview, jobs, failed and retry, search, ask, drop, rules [CAIXA_WEB_*]."""
+    from caixa.web.server import serve
+
+    settings = _settings(rules_path, home)
+    Home(settings.home).require_used()
+    serve(settings, host, port)
+
+
 @app.command("install-service")
 def install_service(
     user: Annotated[bool, typer.Option("--user", help="a unit for `systemctl --user`")] = False,
