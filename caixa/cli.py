@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from caixa import app as operations
-from caixa import install, log, offline
+from caixa import i18n, install, log, offline
 from caixa.config import rules
 from caixa.config.settings import Settings
 from caixa.daemon import lanestate
@@ -23,6 +23,7 @@ from caixa.daemon.journal import TERMINAL, Journal, State
 from caixa.daemon.service import Daemon
 from caixa.errors import CaixaError, StepError, TransientError
 from caixa.home import Home
+from caixa.i18n import _
 from caixa.pipelines.index.retrieve import Hit
 from caixa.pipelines.llm.ask import markdown
 from caixa.pipelines.registry import default_registry
@@ -165,14 +166,15 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
                     "counts": now.counts,
                     "running": [operations.job_json(j) for j in now.running],
                     "recent_failures": [operations.job_json(j) for j in now.recent_failures],
-                    "refused": [{"path": p, "reason": r} for p, r, _ in now.refused],
+                    "refused": [{"path": p, "reason": r} for p, r, _seen in now.refused],
                     "lanes": now.lanes,
                 },
                 indent=2,
             )
         )
         return
-    out.print("jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(now.counts.items())) or "none"))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(now.counts.items()))
+    out.print(_("jobs: {counts}").format(counts=counts or _("none")), markup=False)
     for line in lanestate.describe(now.lanes):
         out.print(line, markup=False)
     for job in now.running:
@@ -188,7 +190,7 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
             f"\n        now at {job.final_path}; retry: caixa retry {job.id}",
             markup=False,
         )
-    for path, reason, _ in now.refused:
+    for path, reason, _seen in now.refused:
         out.print(f"refused: {path}: {reason}", markup=False)
 
 
@@ -203,7 +205,10 @@ def retry(
         raise typer.BadParameter("name a job, or give --failed")
     for done in operations.retry(_settings(home=home).home, None if failed else job):
         if done.queued:
-            out.print(f"{done.job.id}: {done.job.name!r} queued again", markup=False)
+            out.print(
+                _("{job}: {name} queued again").format(job=done.job.id, name=repr(done.job.name)),
+                markup=False,
+            )
         else:
             err.print(f"{done.job.id}: {done.why}", markup=False)
 
@@ -395,6 +400,7 @@ def install_service(
 
 def main() -> None:
     offline.enforce()
+    i18n.current.set(i18n.from_environment())
     try:
         app()
     except CaixaError as exc:

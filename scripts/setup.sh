@@ -11,6 +11,7 @@ APT_PACKAGES=(
   fonts-dejavu-core                                      # the tests render pages with it
   espeak-ng                                              # tts: the voice for languages with no Piper voice
   systemd                                                # systemd-analyze verifies the units
+  chromium                                               # the page's browser tests (Playwright drives it)
 )
 [ "${1:-}" = "--bench" ] && APT_PACKAGES+=(ghostscript eatmydata strace)  # OCRmyPDF, bench aids
 missing=()
@@ -26,7 +27,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip install -q)
-extras="dev,ocr,translate,index,tts,vision,imagegen,llm"
+extras="dev,ocr,translate,index,tts,vision,imagegen,llm,web"
 [ "${1:-}" = "--bench" ] && extras="$extras,bench"
 stamp=.venv/.caixa-setup
 want=$(cat pyproject.toml scripts/setup.sh <(echo "$extras") | sha256sum | cut -d' ' -f1)
