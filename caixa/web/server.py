@@ -109,7 +109,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     password = settings.web_password.get_secret_value() if settings.web_password else None
     check_bind(host, password)
     site = Site(
-        home=settings.home,
+        home=settings.home.absolute(),
         rules_path=settings.rules.absolute(),
         password=password,
         max_upload_bytes=settings.web_max_upload_mb * 2**20,
