@@ -384,6 +384,9 @@ def install_service(
         Path | None,
         typer.Option(help="write here, not in /etc/systemd/system (~/.config/systemd/user)"),
     ] = None,
+    web: Annotated[
+        bool, typer.Option("--web", help="also a unit for the page, `caixa web` (caixa-web)")
+    ] = False,
 ) -> None:
     """Write a systemd unit with this machine's paths, and say the systemctl commands to run."""
     layout = install.plan(_settings(rules_path), user, home)
@@ -391,10 +394,13 @@ def install_service(
         out.print(install.render_unit(layout), end="", markup=False)
         out.print("\n# caixa.service.d/settings.conf", markup=False)
         out.print(install.render_dropin(dict(os.environ)), end="", markup=False)
+        if web:
+            out.print("\n# caixa-web.service", markup=False)
+            out.print(install.render_web_unit(layout), end="", markup=False)
         return
-    written = install.install(layout, unit_dir or install.unit_dir(user), dict(os.environ))
+    written = install.install(layout, unit_dir or install.unit_dir(user), dict(os.environ), web=web)
     out.print("wrote " + ", ".join(map(str, written)) + "\nnow run:", markup=False)
-    for line in install.next_steps(layout):
+    for line in install.next_steps(layout, web):
         out.print(f"  {line}", markup=False)
 
 

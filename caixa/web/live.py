@@ -56,7 +56,7 @@ def fragments(request: Request) -> Response:
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-def answer_stream(request: Request) -> Response:
+async def answer_stream(request: Request) -> Response:
     """`/ask/stream?q=`: the answer's text as it is written ("text" events), then the whole
     answer with its sources ("done"), or what went wrong ("problem")."""
     site: Site = request.app.state.site

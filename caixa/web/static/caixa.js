@@ -72,6 +72,7 @@
     function ask(question) {
       if (source) source.close();
       section.replaceChildren();
+      section.dataset.pieces = "0";
       const text = document.createElement("div");
       text.className = "answer-text writing";
       text.dataset.testid = "answer-writing";
@@ -81,6 +82,7 @@
       let started = false;
       source = new EventSource("/ask/stream?q=" + encodeURIComponent(question));
       source.addEventListener("text", (e) => {
+        section.dataset.pieces = String(Number(section.dataset.pieces || 0) + 1);
         if (!started) {
           text.textContent = "";
           started = true;
