@@ -171,6 +171,7 @@ def test_ask_streams_the_answer_and_its_citation_opens(page: Any, site: Site) ->
     page.locator("[data-testid=answer]").wait_for()
     assert int(page.get_attribute("#answer", "data-pieces")) > 1  # it came in pieces
     assert page.locator("#answer").get_attribute("aria-busy") == "false"
+    page.screenshot(path=str(site.shots / "en-ask-answered.png"), full_page=True)
     source = page.locator("ol.sources a", has_text="rent.txt").first
     source.click()
     page.wait_for_url(re.compile(r"/out/notes/rent/rent\.txt$"))
@@ -183,6 +184,10 @@ def test_a_failed_job_is_retried_from_the_page(page: Any, site: Site) -> None:
     assert "could not do its work" in article.inner_text()
     assert "is missing" in article.inner_text()
     job = article.locator("h2 a").get_attribute("href")
+    page.screenshot(path=str(site.shots / "en-failed-one.png"), full_page=True)
+    page.goto(job)
+    page.screenshot(path=str(site.shots / "en-job-failed.png"), full_page=True)
+    page.goto("/failed")
     (site.world.root / "fixed").write_text("now it is here\n")
     article.get_by_role("button", name=re.compile("Retry")).click()
     page.wait_for_url(re.compile(r"/failed\?retried=1$"))
