@@ -120,7 +120,11 @@ def jobs(
     page = max(1, page)
     journal = Journal.existing(home)
     try:
-        found, total = journal.page(where, SORTS[sort], per_page, (page - 1) * per_page)
+        total = None
+        if not (rule or name or since is not None or until is not None):  # kept by the journal
+            counts = journal.counts()
+            total = counts.get(state, 0) if state else sum(counts.values())
+        found, total = journal.page(where, SORTS[sort], per_page, (page - 1) * per_page, total)
     finally:
         journal.close()
     return JobList(found, total, page, per_page)
