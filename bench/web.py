@@ -17,6 +17,7 @@ faster than `caixa search` (>= 0.9x its speed).
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import subprocess
@@ -123,13 +124,24 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{PORT}"
-    figures: dict[str, object] = {"jobs": JOBS + len(corpus), "rounds": ROUNDS}
+    figures: dict[str, object] = {
+        "jobs": JOBS + len(corpus),
+        "rounds": ROUNDS,
+        "load_average": os.getloadavg()[0],
+    }
+    print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     try:
         wait_for(lambda: b"caixa web: open" in log.read_bytes(), web, 60, "caixa web")
         http = httpx.Client(base_url=url, timeout=60)
         wait_for(lambda: http.get("/jobs").status_code == 200, web, 60, "the first page")
         pages = {
-            "overview": ("/", "SELECT state, COUNT(*) FROM jobs GROUP BY state", ()),
+            "overview": (
+                "/",
+                "SELECT state, n FROM job_counts WHERE n > 0 UNION ALL SELECT id, updated_at"
+                " FROM (SELECT * FROM jobs WHERE state = 'failed' ORDER BY updated_at DESC"
+                " LIMIT 5)",
+                (),
+            ),
             "jobs": (
                 "/jobs",
                 "SELECT * FROM jobs ORDER BY created_at DESC LIMIT 50",

@@ -235,9 +235,13 @@ class Journal:
             ) from exc
 
     def _keep_counts(self) -> None:
+        """Make the kept counts once; a journal that has them is only read (a write
+        transaction at every open would wait on the daemon's)."""
+        made = "SELECT 1 FROM sqlite_master WHERE name = 'job_counts'"
+        if self._db.execute(made).fetchone():
+            return
         with self._tx() as db:
-            made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'job_counts'").fetchone()
-            if not made:
+            if not db.execute(made).fetchone():  # another process may have made them meanwhile
                 for statement in COUNTS:
                     db.execute(statement)
 
