@@ -35,6 +35,7 @@ def home(tmp_path: Path) -> Path:
             journal.settle(job_id, State.failed, {"step": "copy", "message": "broken"})
             journal.finish(job_id, State.failed)
         elif n % 4 == 1:
+            journal.settle(job_id, State.done)
             journal.finish(job_id, State.done)
     journal.close()
     return tmp_path
@@ -67,7 +68,7 @@ def test_filters_sorts_and_pages(home: Path) -> None:
 
 
 def test_a_job_with_its_steps_and_manifest(home: Path, tmp_path: Path) -> None:
-    job = app.jobs(home, state="done").jobs[0]
+    job = app.jobs(home, state="queued").jobs[0]
     journal = Journal(Home(home).journal)
     journal.start_step(job.id, 0, "copy")
     journal.finish_step(job.id, 0, {"artifacts": [], "device": "cpu", "seconds": 0.1})
