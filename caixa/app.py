@@ -1,11 +1,12 @@
-"""The operations a person asks for, on one home: status, retry, search, ask, forget, check,
-explain, doctor. The CLI prints what they return; the web page shows it. Each is safe while a daemon
-runs on the home: they read the journal and the index, and a retry is the journal's own
-two-step protocol (jobs.requeue), which the daemon finishes if it is cut short."""
+"""The operations a person asks for, on one home: status, jobs, job, retry, search, ask,
+forget, check, explain, doctor. The CLI prints what they return; the web page shows it. Each is
+safe while a daemon runs on the home: they read the journal and the index, and a retry is the
+journal's own two-step protocol (jobs.requeue), which the daemon finishes if it is cut short."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,8 @@ from caixa.config.rules import Rule, RuleSet
 from caixa.daemon import jobs as job_phases
 from caixa.daemon import lanestate
 from caixa.daemon.intake import TEMP_PATTERNS, is_temp_name
-from caixa.daemon.journal import Job, Journal, State
+from caixa.daemon.journal import Job, Journal, State, StepRun
+from caixa.daemon.outputs import MANIFEST
 from caixa.daemon.workarea import WorkArea
 from caixa.errors import JobNotFoundError
 from caixa.home import Home
@@ -63,6 +65,106 @@ def job_json(job: Job) -> dict[str, Any]:
         "path": job.final_path,
         "updated_at": job.updated_at,
     }
+
+
+# --- the jobs, a page at a time ------------------------------------------------------------
+
+# How a list of jobs may be sorted; the key is what a page asks for.
+SORTS = {
+    "newest": "created_at DESC",
+    "oldest": "created_at ASC",
+    "updated": "updated_at DESC",
+    "name": "name COLLATE NOCASE ASC, created_at DESC",
+    "rule": "rule ASC, created_at DESC",
+    "state": "state ASC, created_at DESC",
+}
+
+
+@dataclass(frozen=True)
+class JobList:
+    jobs: list[Job]
+    total: int  # jobs that match, on every page
+    page: int  # from 1
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def jobs(
+    home: Path,
+    state: str | None = None,
+    rule: str | None = None,
+    name: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    sort: str = "newest",
+    page: int = 1,
+    per_page: int = 50,
+) -> JobList:
+    """The jobs that match, one page of them: by state, rule, a part of the file name, and
+    the time they were taken (`since` <= created_at < `until`)."""
+    where: list[tuple[str, tuple[Any, ...]]] = []
+    if state:
+        where.append(("state = ?", (State(state),)))
+    if rule:
+        where.append(("rule = ?", (rule,)))
+    if name:
+        where.append(("instr(lower(name), ?) > 0", (name.lower(),)))
+    if since is not None:
+        where.append(("created_at >= ?", (since,)))
+    if until is not None:
+        where.append(("created_at < ?", (until,)))
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r} (known: {', '.join(SORTS)})")
+    page = max(1, page)
+    journal = Journal.existing(home)
+    try:
+        total = None
+        if not (rule or name or since is not None or until is not None):  # kept by the journal
+            counts = journal.counts()
+            total = counts.get(state, 0) if state else sum(counts.values())
+        found, total = journal.page(where, SORTS[sort], per_page, (page - 1) * per_page, total)
+    finally:
+        journal.close()
+    return JobList(found, total, page, per_page)
+
+
+def failed_by_rule(home: Path) -> dict[str, int]:
+    """How many jobs failed for good, by rule: what `retry(rule=...)` would queue."""
+    journal = Journal.existing(home)
+    try:
+        return journal.counts_by_rule(State.failed)
+    finally:
+        journal.close()
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    job: Job
+    steps: list[StepRun]
+    manifest: dict[str, Any] | None  # None until published, or when its folder is gone
+    folder: Path | None  # its output folder, when published and `outputs` was given
+
+
+def job(home: Path, job_id: str, outputs: Path | None = None) -> JobDetail:
+    """One job: its steps as they ran (timings, device, models, notes) and its manifest."""
+    journal = Journal.existing(home)
+    try:
+        try:
+            found = journal.get(job_id)
+        except KeyError:
+            raise JobNotFoundError(f"no job has the id {job_id!r}") from None
+        steps = journal.step_runs(job_id)
+    finally:
+        journal.close()
+    folder = outputs / found.output_dir if outputs and found.output_dir else None
+    manifest = None
+    if folder is not None:
+        with contextlib.suppress(OSError, ValueError):
+            manifest = json.loads((folder / MANIFEST).read_text())
+    return JobDetail(found, steps, manifest, folder)
 
 
 # --- retry ---------------------------------------------------------------------------------

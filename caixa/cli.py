@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from caixa import app as operations
-from caixa import install, log, offline
+from caixa import i18n, install, log, offline
 from caixa.config import rules
 from caixa.config.settings import Settings
 from caixa.daemon import lanestate
@@ -25,6 +25,7 @@ from caixa.display import json_text, shown, shown_lines
 from caixa.doctor import describe
 from caixa.errors import CaixaError, ExitCode, StepError, TransientError
 from caixa.home import Home
+from caixa.i18n import _
 from caixa.pipelines.index.retrieve import Hit
 from caixa.pipelines.llm.ask import markdown
 from caixa.pipelines.registry import default_registry
@@ -172,14 +173,15 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
                     "counts": now.counts,
                     "running": [operations.job_json(j) for j in now.running],
                     "recent_failures": [operations.job_json(j) for j in now.recent_failures],
-                    "refused": [{"path": p, "reason": r} for p, r, _ in now.refused],
+                    "refused": [{"path": p, "reason": r} for p, r, _seen in now.refused],
                     "lanes": now.lanes,
                 },
                 indent=2,
             )
         )
         return
-    out.print("jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(now.counts.items())) or "none"))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(now.counts.items()))
+    out.print(_("jobs: {counts}").format(counts=counts or _("none")), markup=False)
     for line in lanestate.describe(now.lanes):
         out.print(shown(line), markup=False)
     for job in now.running:
@@ -197,7 +199,7 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
             + f"\n        now at {shown(job.final_path)}; retry: caixa retry {job.id}",
             markup=False,
         )
-    for path, reason, _ in now.refused:
+    for path, reason, _seen in now.refused:
         out.print(f"refused: {shown(path)}: {shown(reason)}", markup=False)
 
 
@@ -212,7 +214,10 @@ def retry(
         raise typer.BadParameter("name a job, or give --failed")
     for done in operations.retry(_settings(home=home).home, None if failed else job):
         if done.queued:
-            out.print(f"{done.job.id}: {shown(repr(done.job.name))} queued again", markup=False)
+            out.print(
+                _("{job}: {name} queued again").format(job=done.job.id, name=shown(repr(done.job.name))),
+                markup=False,
+            )
         else:
             err.print(f"{done.job.id}: {shown(done.why)}", markup=False)
 
@@ -364,6 +369,23 @@ def doctor(rules_path: RulesOpt = None, home: HomeOpt = None, as_json: JsonOpt =
         raise typer.Exit(ExitCode.doctor_problems)
 
 
+@app.command()
+def web(
+    host: Annotated[
+        str, typer.Option(help="address to listen on; not loopback needs a password")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8484,
+    rules_path: RulesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve the page: overview, jobs, failed and retry, search, ask, drop, rules [CAIXA_WEB_*]."""
+    from caixa.web.server import serve
+
+    settings = _settings(rules_path, home)
+    Home(settings.home).require_used()
+    serve(settings, host, port)
+
+
 @app.command("install-service")
 def install_service(
     user: Annotated[bool, typer.Option("--user", help="a unit for `systemctl --user`")] = False,
@@ -379,6 +401,9 @@ def install_service(
         Path | None,
         typer.Option(help="write here, not in /etc/systemd/system (~/.config/systemd/user)"),
     ] = None,
+    web: Annotated[
+        bool, typer.Option("--web", help="also a unit for the page, `caixa web` (caixa-web)")
+    ] = False,
 ) -> None:
     """Write a systemd unit with this machine's paths, and say the systemctl commands to run."""
     layout = install.plan(_settings(rules_path), user, home)
@@ -386,15 +411,19 @@ def install_service(
         out.print(install.render_unit(layout), end="", markup=False)
         out.print("\n# caixa.service.d/settings.conf", markup=False)
         out.print(install.render_dropin(dict(os.environ)), end="", markup=False)
+        if web:
+            out.print("\n# caixa-web.service", markup=False)
+            out.print(install.render_web_unit(layout), end="", markup=False)
         return
-    written = install.install(layout, unit_dir or install.unit_dir(user), dict(os.environ))
+    written = install.install(layout, unit_dir or install.unit_dir(user), dict(os.environ), web=web)
     out.print("wrote " + ", ".join(map(str, written)) + "\nnow run:", markup=False)
-    for line in install.next_steps(layout):
+    for line in install.next_steps(layout, web):
         out.print(f"  {line}", markup=False)
 
 
 def main() -> None:
     offline.enforce()
+    i18n.current.set(i18n.from_environment())
     try:
         app()
     except CaixaError as exc:

@@ -165,6 +165,36 @@ def render_unit(layout: Layout) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_web_unit(layout: Layout, host: str = "127.0.0.1", port: int = 8484) -> str:
+    """The page's unit (`caixa web`): its own process beside the daemon, as the same user and
+    sandbox, since a retry moves sources back and a drop writes into the inboxes."""
+    run = [str(layout.caixa), "web", "--host", host, "--port", str(port)]
+    run += ["--rules", str(layout.rules), "--home", str(layout.home)]
+    lines = [
+        "# caixa's page: see, search, ask, drop and fix. Written by `caixa install-service --web`.",
+        "# Off loopback (--host) it needs CAIXA_WEB_PASSWORD, set in caixa-web.service.d/settings.conf.",
+        "[Unit]",
+        "Description=caixa's web page",
+        "After=network.target caixa.service",
+        *([] if layout.user_unit else [f"RequiresMountsFor={_paths(layout.writable)}"]),
+        "",
+        "[Service]",
+        "Type=simple",
+        f"ExecStart={' '.join(quote(a, command=True) for a in run)}",
+        "Restart=on-failure",
+        "RestartSec=5",
+        f"MemoryMax={layout.memory_max}",
+    ]
+    lines += _user_sandbox() if layout.user_unit else _system_sandbox(layout)
+    lines += [
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "",
+        "[Install]",
+        f"WantedBy={'default.target' if layout.user_unit else 'multi-user.target'}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _paths(paths: tuple[Path, ...]) -> str:
     return " ".join(quote(str(p)) for p in paths)
 
@@ -258,14 +288,24 @@ def unit_dir(user_unit: bool) -> Path:
     return Path(config) / "systemd" / "user"
 
 
-def install(layout: Layout, target: Path, environ: dict[str, str]) -> list[Path]:
-    """Write the unit and its drop-in under `target`; return the files written."""
-    unit = target / "caixa.service"
-    dropin = target / "caixa.service.d" / "settings.conf"
+def install(layout: Layout, target: Path, environ: dict[str, str], web: bool = False) -> list[Path]:
+    """Write the unit and its drop-in under `target` (and the page's, with `web`); return the
+    files written. The drop-ins are readable by their owner alone: the page's password may
+    be there."""
+    units = [("caixa", render_unit(layout))]
+    if web:
+        units.append(("caixa-web", render_web_unit(layout)))
+    written = []
     try:
-        dropin.parent.mkdir(parents=True, exist_ok=True)
-        unit.write_text(render_unit(layout))
-        dropin.write_text(render_dropin(environ))
+        for name, text in units:
+            unit = target / f"{name}.service"
+            dropin = target / f"{name}.service.d" / "settings.conf"
+            dropin.parent.mkdir(parents=True, exist_ok=True)
+            unit.write_text(text)
+            dropin.touch(mode=0o600)
+            dropin.chmod(0o600)
+            dropin.write_text(render_dropin(environ))
+            written += [unit, dropin]
     except OSError as exc:
         hint = (
             "run it as root (sudo), or give --print to see the unit"
@@ -273,15 +313,18 @@ def install(layout: Layout, target: Path, environ: dict[str, str]) -> list[Path]
             else "give --unit-dir a folder that can be written"
         )
         raise InstallError(f"cannot write {exc.filename}: {exc.strerror}; {hint}") from None
-    return [unit, dropin]
+    return written
 
 
-def next_steps(layout: Layout) -> list[str]:
+def next_steps(layout: Layout, web: bool = False) -> list[str]:
     """What to run next, in order, and notes on anything the layout costs."""
+    units = "caixa caixa-web" if web else "caixa"
+    page = ["# the page: http://127.0.0.1:8484/"] if web else []
     if layout.user_unit:
         return [
             "systemctl --user daemon-reload",
-            "systemctl --user enable --now caixa",
+            f"systemctl --user enable --now {units}",
+            *page,
             "loginctl enable-linger  # to keep it running while you are logged out",
             "journalctl --user -u caixa -f  # its log; `systemctl --user status caixa`: the queue",
         ]
@@ -315,8 +358,9 @@ def next_steps(layout: Layout) -> list[str]:
     return [
         *steps,
         "systemctl daemon-reload",
-        "systemctl enable --now caixa",
+        f"systemctl enable --now {units}",
         "journalctl -u caixa -f  # its log; `systemctl status caixa`: the queue",
+        *page,
         *notes,
     ]
 

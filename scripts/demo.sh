@@ -61,3 +61,8 @@ echo "== what landed (under $demo/)"
 (cd "$demo" && find outputs processed failed -type f 2>/dev/null | sort | sed 's/^/  /')
 echo "== still in the inboxes (taken by no rule, or waiting for a step not installed)"
 (cd "$demo" && find inbox -type f | sort | sed 's/^/  /')
+echo
+echo "== the web page: see, search, ask, drop and fix (Ctrl-C stops it)"
+echo "  .venv/bin/caixa web --rules $demo/rules.yaml --home $demo/home"
+echo "  then open http://127.0.0.1:8484/ (start the daemon beside it to drop files:"
+echo "  .venv/bin/caixa run --rules $demo/rules.yaml --home $demo/home)"

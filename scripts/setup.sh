@@ -11,6 +11,7 @@ APT_PACKAGES=(
   fonts-dejavu-core                                      # the tests render pages with it
   espeak-ng                                              # tts: the voice for languages with no Piper voice
   systemd                                                # systemd-analyze verifies the units
+  chromium                                               # the page's browser tests (Playwright drives it)
 )
 [ "${1:-}" = "--bench" ] && APT_PACKAGES+=(ghostscript eatmydata strace)  # OCRmyPDF, bench aids
 missing=()
@@ -27,7 +28,7 @@ fi
 # CAIXA_EXTRAS: the families of steps to install (pyproject's extras), e.g.
 # CAIXA_EXTRAS=ocr,translate,index,tts,llm for a machine with no torch at all. CAIXA_VENV: where.
 venv=${CAIXA_VENV:-.venv}
-extras=${CAIXA_EXTRAS:-dev,ocr,translate,argos,index,sentence-transformers,tts,vision,imagegen,llm}
+extras=${CAIXA_EXTRAS:-dev,ocr,translate,argos,index,sentence-transformers,tts,vision,imagegen,llm,web}
 [ "${1:-}" = "--bench" ] && extras="$extras,bench"
 has() { [[ ",$extras," == *",$1,"* || ",$extras," == *",all,"* ]]; }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -82,4 +82,12 @@ class Settings(BaseSettings):
         default="75%",
         pattern=r"^(\d+(\.\d+)?[KMGT]?|\d{1,3}%|infinity)$",
         description="the service's MemoryMax= (bytes with K/M/G/T, a % of RAM, or infinity)",
+    )
+    web_password: SecretStr | None = Field(
+        default=None,
+        description="the page's password; required to bind `caixa web` to any address but"
+        " loopback, and asked for on loopback too when set",
+    )
+    web_max_upload_mb: int = Field(
+        default=1024, ge=1, description="the largest file the page's Drop takes, in MB"
     )

@@ -23,7 +23,7 @@ from caixa.daemon import intake
 from caixa.daemon import jobs as job_phases
 from caixa.daemon.health import Supervisor
 from caixa.daemon.jobs import JobRunner, Places
-from caixa.daemon.journal import TERMINAL, Claim, Journal, State
+from caixa.daemon.journal import TERMINAL, Claim, Journal, State, status_line
 from caixa.daemon.notify import Notifier
 from caixa.daemon.scheduler import Scheduler
 from caixa.daemon.watcher import Watcher
@@ -220,13 +220,7 @@ class Daemon:
 
     def _status(self) -> str:
         """The queue in a line, for `systemctl status`."""
-        n = self.journal.counts()
-        queued = n.get(State.claiming, 0) + n.get(State.queued, 0)
-        running = sum(n.get(s, 0) for s in (State.running, State.publishing, State.settling))
-        line = f"{queued} queued, {running} running, {n.get(State.done, 0)} done"
-        line += f", {n.get(State.failed, 0)} failed"
-        if n.get(State.duplicate):
-            line += f", {n[State.duplicate]} duplicates"
+        line = status_line(self.journal.counts())
         if self.rules_problem:
             line += f"; rules file invalid, old rules kept: {self.rules_problem}"
         return line

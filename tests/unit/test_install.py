@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from caixa.config.settings import Settings
-from caixa.install import Layout, plan, render_unit, writable_roots
+from caixa.install import Layout, plan, render_unit, render_web_unit, writable_roots
 from tests.conftest import CAIXA, World
 
 SYSTEMD = Path(__file__).parents[2] / "systemd"
@@ -61,6 +61,33 @@ def test_the_reference_units_are_what_install_service_writes() -> None:
         assert (SYSTEMD / name).read_text() == render_unit(layout), (
             f"systemd/{name} is stale: python -m tests.unit.test_install"
         )
+    assert (SYSTEMD / "caixa-web.service").read_text() == render_web_unit(
+        REFERENCES["caixa.service"]
+    ), "systemd/caixa-web.service is stale: python -m tests.unit.test_install"
+
+
+def test_the_web_unit_passes_systemd_analyze_verify(world: World) -> None:
+    world.write_rules(RULES)
+    units = world.root / "units"
+    args = ["install-service", "--rules", str(world.rules), "--home", str(world.root / "data/home")]
+    done = world.caixa(*args, "--unit-dir", str(units), "--web")
+    assert done.returncode == 0, done.stderr
+    assert "systemctl enable --now caixa caixa-web" in done.stdout
+    unit = (units / "caixa-web.service").read_text()
+    home = world.root / "data" / "home"
+    assert f"\nExecStart={CAIXA} web --host 127.0.0.1 --port 8484 --rules {world.rules}" in unit
+    assert f" --home {home}\n" in unit
+    dropin = units / "caixa-web.service.d" / "settings.conf"
+    assert "#Environment=CAIXA_WEB_PASSWORD=None" in dropin.read_text()
+    assert dropin.stat().st_mode & 0o077 == 0  # the password may be written there
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(units / "caixa-web.service")],
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:", "XDG_RUNTIME_DIR": str(world.root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (verify.returncode, verify.stderr) == (0, "")
 
 
 @pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
@@ -129,3 +156,4 @@ def test_the_sandbox_follows_the_rules(tmp_path: Path) -> None:
 if __name__ == "__main__":
     for name, layout in REFERENCES.items():
         (SYSTEMD / name).write_text(render_unit(layout))
+    (SYSTEMD / "caixa-web.service").write_text(render_web_unit(REFERENCES["caixa.service"]))

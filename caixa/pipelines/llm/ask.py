@@ -84,9 +84,11 @@ def answer(
     temperature: float = 0.2,
     seed: int = 0,
     system: str | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> Answer:
     """The answer of the model that `load` gives (called only once there are passages to
-    answer from) from the best `passages` that `find` gives."""
+    answer from) from the best `passages` that `find` gives; `on_text` hears it as it is
+    written."""
     question = question.strip()
     if not question:
         raise StepError("the question is empty")
@@ -107,6 +109,7 @@ def answer(
         temperature=temperature,
         max_tokens=max_tokens,
         seed=seed,
+        on_text=on_text,
     )
     text, cited = citations(done.whole_text or "(the model wrote no answer)", len(given))
     sources = [

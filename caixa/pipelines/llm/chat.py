@@ -74,8 +74,10 @@ class ChatModel(Protocol):
         temperature: float,
         max_tokens: int,
         seed: int,
+        on_text: Callable[[str], None] | None = None,
     ) -> Generation:
-        """One answer; with `schema`, JSON text that the decoder was constrained to."""
+        """One answer; with `schema`, JSON text that the decoder was constrained to.
+        `on_text` hears the answer's text as it is written, piece by piece."""
         ...
 
 

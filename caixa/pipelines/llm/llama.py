@@ -12,9 +12,11 @@ of llama-cpp-python's fallback, the llama-2 chat format, which a base model neve
 from __future__ import annotations
 
 import atexit
+import codecs
 import json
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +89,7 @@ class LlamaModel:
         temperature: float,
         max_tokens: int,
         seed: int,
+        on_text: Callable[[str], None] | None = None,
     ) -> Generation:
         tokens, stop = self.prompt(messages)
         if len(tokens) + max_tokens > self.context:
@@ -94,7 +97,7 @@ class LlamaModel:
                 f"the prompt ({len(tokens)} tokens) and the answer ({max_tokens}) do not fit in "
                 f"the context of {self.context} tokens: raise n_ctx or lower max_tokens"
             )
-        clock = FirstToken()
+        clock = FirstToken(self.llama, len(tokens), on_text)
         try:
             done = self.llama.create_completion(
                 tokens,
@@ -130,21 +133,37 @@ def plain_prompt(messages: list[Message]) -> str:
 
 
 class FirstToken:
-    """When the first token came: llama-cpp-python calls stopping criteria once per token
-    sampled, so the first call marks the prompt read and one token made."""
+    """When the first token came, and the text as it is written: llama-cpp-python calls
+    stopping criteria once per token sampled, with the tokens so far, so the first call marks
+    the prompt read and one token made, and each call shows the tokens past the prompt that
+    were not shown yet (a token late: the last one comes with the whole answer)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        llama: Llama | None = None,
+        prompt_length: int = 0,
+        on_text: Callable[[str], None] | None = None,
+    ) -> None:
         self.started = time.perf_counter()
         self.seconds: float | None = None
+        self.llama = llama
+        self.on_text = on_text
+        self._shown = prompt_length
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span tokens
 
     def criteria(self) -> list[Any]:
         from llama_cpp import StoppingCriteriaList
 
         return StoppingCriteriaList([self._seen])
 
-    def _seen(self, _ids: np.ndarray, _logits: np.ndarray) -> bool:
+    def _seen(self, ids: np.ndarray, _logits: np.ndarray) -> bool:
         if self.seconds is None:
             self.seconds = time.perf_counter() - self.started
+        if self.on_text is not None and self.llama is not None and len(ids) > self._shown:
+            new = [int(t) for t in ids[self._shown :]]
+            self._shown = len(ids)
+            if text := self._utf8.decode(self.llama.detokenize(new, special=False)):
+                self.on_text(text)
         return False
 
 

@@ -21,6 +21,7 @@ import math
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -96,7 +97,9 @@ class ServerModel:
         temperature: float,
         max_tokens: int,
         seed: int,
+        on_text: Callable[[str], None] | None = None,
     ) -> Generation:
+        """One answer, asked for whole: `on_text` hears it once, when it has come."""
         body: dict[str, Any] = {
             "model": self.name,
             "messages": messages,
@@ -116,6 +119,8 @@ class ServerModel:
                 f"the server at {self.url} gave no answer in the OpenAI form: {str(reply)[:300]}"
             ) from exc
         usage = reply.get("usage") or {}
+        if on_text is not None and text:
+            on_text(text)
         return Generation(
             text=text,
             prompt_tokens=usage.get("prompt_tokens") or self.prompt_tokens(messages),
