@@ -215,7 +215,9 @@ def retry(
     for done in operations.retry(_settings(home=home).home, None if failed else job):
         if done.queued:
             out.print(
-                _("{job}: {name} queued again").format(job=done.job.id, name=shown(repr(done.job.name))),
+                _("{job}: {name} queued again").format(
+                    job=done.job.id, name=shown(repr(done.job.name))
+                ),
                 markup=False,
             )
         else:

@@ -32,7 +32,6 @@ LANG_COOKIE = "caixa_lang"
 T = TypeVar("T")
 
 
-
 def _legible_text(value: object) -> object:
     """Every string a template prints goes through `shown_lines`: a file's name or words
     cannot hide or reorder what the page shows (a right-to-left override, controls). Line
@@ -41,6 +40,7 @@ def _legible_text(value: object) -> object:
         lines = value.replace("\r\n", "\n")
         return "\t".join(shown_lines(part) for part in lines.split("\t"))
     return value
+
 
 @dataclass
 class Site:

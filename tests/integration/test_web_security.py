@@ -221,9 +221,7 @@ def test_a_hostile_name_is_shown_escaped(tmp_path: Path) -> None:
     world = new_world(tmp_path)
     journal = Journal(Home(world.home).journal)
     plan = {"steps": [{"name": "text", "params": {}}], "output": "{rule}/{stem}"}
-    (job_id,) = journal.begin_claims(
-        [Claim("notes", "v1", plan, world.inbox(), "invoice\u202etxt.exe\x1b[2J")]
-    )
+    journal.begin_claims([Claim("notes", "v1", plan, world.inbox(), "invoice\u202etxt.exe\x1b[2J")])
     journal.close()
     server = start_web(world)
     try:
