@@ -18,6 +18,7 @@ from typing import Any
 from caixa.errors import StepError
 from caixa.pipelines.common.language import detect
 from caixa.pipelines.common.language import name as language_name
+from caixa.pipelines.common.timecode import clock
 from caixa.pipelines.index.retrieve import Finder, Hit
 from caixa.pipelines.llm.chat import ChatModel, Generation, Message, conversation, pieces, room
 
@@ -38,12 +39,20 @@ class Source:
     text: str  # the output whose text matched (the OCR text, a translation...)
     folder: str | None  # the job's output folder, when it has one
     cited: bool  # the answer refers to it
+    start: float | None = None  # seconds into a recording where it was said; None for text
+
+    @property
+    def place(self) -> str:
+        """`at 03:12` in a recording, else `page 2`."""
+        return f"at {clock(self.start)}" if self.start is not None else f"page {self.page}"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "file": self.file,
             "page": self.page,
+            "start": self.start,
+            "time": clock(self.start) if self.start is not None else None,
             "text": self.text,
             "folder": self.folder,
             "cited": self.cited,
@@ -107,6 +116,7 @@ def answer(
             text=hit.artifact,
             folder=str(hit.folder) if hit.folder is not None else None,
             cited=n in cited,
+            start=hit.start,
         )
         for n, (hit, _) in enumerate(given, 1)
     ]
@@ -119,7 +129,8 @@ def fit(hits: list[Hit], budget: int, model: ChatModel) -> list[tuple[Hit, str]]
     given: list[tuple[Hit, str]] = []
     left = budget
     for hit in hits:
-        passage = f"{hit.document.source_name}, page {hit.page}: {' '.join(hit.text.split())}"
+        place = f"at {hit.place}" if hit.start is not None else hit.place
+        passage = f"{hit.document.source_name}, {place}: {' '.join(hit.text.split())}"
         size = model.count(passage) + 4  # its number and the blank line before it
         if size > left:
             if not given:
@@ -131,7 +142,8 @@ def fit(hits: list[Hit], budget: int, model: ChatModel) -> list[tuple[Hit, str]]
 
 
 def markdown(found: Answer) -> str:
-    """The answer, then its sources as a list: file, page, where its outputs are."""
+    """The answer, then its sources as a list: file, page (or time in a recording), where its
+    outputs are."""
     lines = [f"# {' '.join(found.question.split())}", "", found.text]
     if found.sources:
         lines += ["", "## Sources", ""]
@@ -139,5 +151,5 @@ def markdown(found: Answer) -> str:
             where = f" in `{s.folder}/`" if s.folder else ""
             text = f" ({s.text})" if s.text != s.file else ""
             mark = "" if s.cited else " (not cited)"
-            lines.append(f"{s.number}. **{s.file}**{text}, page {s.page}{where}{mark}")
+            lines.append(f"{s.number}. **{s.file}**{text}, {s.place}{where}{mark}")
     return "\n".join(lines) + "\n"
