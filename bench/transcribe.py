@@ -35,7 +35,6 @@ from _common import ratio, save
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (argos ships a `tests`)
 
 from caixa.pipelines.base import StepInput
-from caixa.pipelines.common.threads import default_threads
 from caixa.pipelines.transcribe import whisper
 from caixa.pipelines.transcribe.step import TranscribeParams, TranscribeStep
 from tests import speech_clip
@@ -165,7 +164,7 @@ def main(dense: bool) -> None:
         "model": whisper.PACKAGED,
         "compute_type": "int8",
         "cpus": CPUS,
-        "threads": default_threads(),
+        "threads": CPUS,
         "rounds": ROUNDS,
         "load_average_at_start": round(load, 2),
         "real_time_factor": {name: round(f, 4) for name, f in best.items()},

@@ -31,7 +31,6 @@ from caixa.pipelines.base import (
     rules_folder,
 )
 from caixa.pipelines.common.language import code as language_code
-from caixa.pipelines.common.threads import default_threads
 from caixa.pipelines.common.timecode import clock
 from caixa.pipelines.transcribe import media, whisper
 from caixa.pipelines.transcribe.writers import Segment, Transcript
@@ -57,7 +56,7 @@ class TranscribeParams(BaseModel):
     beam_size: int = Field(5, ge=1, le=20)
     word_timestamps: bool = False  # each word's time in the segments' JSON
     initial_prompt: str | None = None  # names and jargon the speaker uses, spelled right
-    threads: int | None = Field(None, ge=1)  # CPU threads; default: the CPUs it may use
+    threads: int | None = Field(None, ge=1)  # CPU threads; default: the lane's
     max_duration: float = Field(4 * 3600, gt=0)  # seconds; longer recordings are refused
 
     @field_validator("language")
@@ -103,7 +102,7 @@ class TranscribeStep(BaseStep):
             path = whisper.folder(params.model, job.home)
         except models.ModelNotFoundError as exc:
             raise StepError(f"cannot use the Whisper model {params.model!r}: {exc}") from exc
-        threads = params.threads or default_threads()
+        threads = params.threads or job.threads
         model = whisper.load(path, job.device, threads)
         language = None if params.language == "auto" else params.language
         probability: float | None = None
