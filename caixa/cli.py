@@ -215,7 +215,9 @@ def retry(
     for done in operations.retry(_settings(home=home).home, None if failed else job):
         if done.queued:
             out.print(
-                _("{job}: {name} queued again").format(job=done.job.id, name=shown(repr(done.job.name))),
+                _("{job}: {name} queued again").format(
+                    job=done.job.id, name=shown(repr(done.job.name))
+                ),
                 markup=False,
             )
         else:
@@ -272,7 +274,7 @@ def search(
     for n, hit in enumerate(results.hits, 1):
         where = _near(hit.folder, Path.cwd()) if hit.folder else "(not published)"
         out.print(
-            shown(f"{n}. {hit.document.source_name}  {where}  {hit.artifact} p.{hit.page}")
+            shown(f"{n}. {hit.document.source_name}  {where}  {hit.artifact} {_place(hit)}")
             + f"  score {hit.score:.4f}",
             markup=False,
         )
@@ -286,12 +288,19 @@ def _outputs_root(settings: Settings, given: Path | None) -> Path | None:
     return rules.load(settings.rules).outputs
 
 
+def _place(hit: Hit) -> str:
+    """`p.2` in a document, `at 03:12` in a recording."""
+    return f"at {hit.place}" if hit.start is not None else f"p.{hit.page}"
+
+
 def _hit_json(hit: Hit) -> dict[str, Any]:
     return {
         "file": hit.document.source_name,
         "folder": str(hit.folder) if hit.folder else None,
         "text": hit.artifact,
         "page": hit.page,
+        "start": hit.start,  # seconds into a recording; null for documents
+        "time": hit.place if hit.start is not None else None,
         "language": hit.language,
         "score": round(hit.score, 5),
         "snippet": hit.marked("**", "**"),

@@ -98,12 +98,12 @@ rules:
 def test_unavailable_steps_make_a_rule_wait_with_the_reason(tmp_path: Path) -> None:
     ruleset = load(
         tmp_path,
-        "rules:\n  - {name: a, inbox: in, steps: [transcribe, needs_missing, broken, copy]}\n",
+        "rules:\n  - {name: a, inbox: in, steps: [lipread, needs_missing, broken, copy]}\n",
     )
     (rule,) = ruleset.rules
     assert not rule.active
     unknown, missing, broken = rule.unavailable
-    assert unknown.startswith("transcribe: no step named 'transcribe' is installed (known: broken,")
+    assert unknown.startswith("lipread: no step named 'lipread' is installed (known: broken,")
     assert "python package 'caixa_no_such_module'" in missing
     assert "program 'caixa-no-such-tool'" in missing
     assert "pip install 'caixa[vision]'" in missing

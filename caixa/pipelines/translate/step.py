@@ -1,8 +1,10 @@
 """The translate step, and `translate_text` for other code (search translates its queries).
 
-The source language is detected unless the rule names it, and a text already in the target
-language is left alone. The text is cut by caixa's own splitter into pages (form feeds),
-paragraphs and sentences, translated by an engine, and put back in the same shape.
+The source language is the rule's, else the one an earlier step found (`fields["language"]`:
+the language transcribe heard), else detected; a text already in the target language is left
+alone. The text is cut by caixa's own splitter into pages (form feeds),
+paragraphs and sentences, translated by an engine, and put back in the same shape: one
+paragraph for each paragraph, which is how a transcript's times stay with its translation.
 """
 
 from __future__ import annotations
@@ -94,14 +96,18 @@ class TranslateStep(BaseStep):
             own = argos.install(argos.model_files(params.argos_models), job.home)
         facts: dict[str, object] = {"target_language": params.to}
         models = []
-        if params.source == "auto":
+        told = job.fields.get("language")
+        if params.source != "auto":
+            source = params.source
+            facts.update(source_language=source)
+        elif told:  # an earlier step knows it better than the text does (transcribe)
+            source = told
+            facts.update(source_language=source, source_language_from="step")
+        else:
             found = detect(text, _candidates(job.home))
             source = found.language
             facts.update(source_language=source, confidence=found.confidence)
             models.append(DETECTOR)
-        else:
-            source = params.source
-            facts.update(source_language=source)
         if source == params.to:
             return StepResult(
                 data={"translated": False, "reason": f"already {source}", **facts}, models=models
