@@ -10,6 +10,7 @@ them after a power cut means a step runs again, never that a file is lost or pub
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -230,10 +231,14 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # A COMMIT that failed (a full disk, an I/O error, a read-only remount) may
+                # leave the transaction open; the next one must start from a clean connection.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _update(self, job_id: str, durable: bool = False, **fields: Any) -> None:
         fields["updated_at"] = time.time()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from caixa.daemon.fsutil import move
+from caixa.daemon.fsutil import durable_move
 
 
 class WorkArea:
@@ -32,10 +32,11 @@ class WorkArea:
     def claim(self, path: Path, job_id: str, name: str) -> Path:
         """Take the file out of its inbox with one atomic rename: from now on it is ours.
 
-        No sync is needed: the job's row is durable before the rename, so after a power cut the
-        daemon finds the file in exactly one of the two places and carries on from there."""
+        The job's row is durable before the rename, and the rename is durable (both folders
+        synced) before any later phase is recorded: after a power cut the file is never back
+        in its inbox while its job has gone on, which would take it a second time."""
         target = self.source(job_id, name)
-        move(path, target)
+        durable_move(path, target)
         return target
 
     def remove(self, job_id: str) -> None:
