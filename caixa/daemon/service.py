@@ -7,6 +7,7 @@ running steps given `stop_timeout` to finish, the rest left to resume at the nex
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -21,14 +22,15 @@ from caixa.config.rules import load as load_rules
 from caixa.config.settings import Settings
 from caixa.daemon import intake
 from caixa.daemon import jobs as job_phases
-from caixa.daemon.health import Supervisor
+from caixa.daemon.health import Supervisor, ThreadDeaths
 from caixa.daemon.jobs import JobRunner, Places
 from caixa.daemon.journal import TERMINAL, Claim, Journal, State
 from caixa.daemon.notify import Notifier
 from caixa.daemon.scheduler import Scheduler
+from caixa.daemon.space import Room
 from caixa.daemon.watcher import Watcher
 from caixa.daemon.workarea import WorkArea
-from caixa.errors import RulesError
+from caixa.errors import RulesError, is_no_room
 from caixa.home import Home
 from caixa.pipelines.registry import StepRegistry
 
@@ -69,7 +71,9 @@ class Daemon:
             settings.retry_backoff,
             settings.home,
         )
-        self.scheduler = Scheduler(self.runner, settings, self.wake)
+        self.room = Room(lambda: self._excluded(self.rules), settings.min_free)
+        self.deaths = ThreadDeaths()
+        self.scheduler = Scheduler(self.runner, settings, self.wake, self.room, self.deaths)
         self.watcher = Watcher(
             rules.inboxes(),
             settings,
@@ -82,6 +86,7 @@ class Daemon:
             {
                 "watcher": lambda: self.watcher.stalled(settings.stall_seconds),
                 "scheduler": self.scheduler.stalled,
+                "threads": self.deaths.check,
             },
             self._status,
         )
@@ -95,6 +100,7 @@ class Daemon:
 
     def run(self, once: bool = False, on_tick: Callable[[Daemon], None] | None = None) -> Progress:
         self._install_signals()
+        self.deaths.install()
         self._check_usable(self.rules)
         job_phases.recover(self.journal, self.work, self.rules.failed)
         self.scheduler.start()
@@ -137,7 +143,8 @@ class Daemon:
 
     def _on_stop_signal(self, *_: object) -> None:
         if self._stop_signalled:  # asked again (Ctrl-C twice): leave now, as a crash would
-            os.write(2, b"caixa: stopping now; running steps resume at the next start\n")
+            with contextlib.suppress(OSError):  # a stderr that cannot be written stops nothing
+                os.write(2, b"caixa: stopping now; running steps resume at the next start\n")
             os._exit(0)
         self._stop_signalled = True
 
@@ -158,7 +165,8 @@ class Daemon:
                 self.stop()
                 break
             now = time.monotonic()
-            self.take(self.watcher.due(now))
+            if not self.room.paused:  # while paused, files stay in their inboxes
+                self.take(self.watcher.due(now))
             if ready_at is None:  # what the first scan found is due by then, unless still written
                 ready_at = now + self.settings.settle_seconds
             if not self.supervisor.ready and (now >= ready_at or not self.watcher.pending()):
@@ -168,8 +176,12 @@ class Daemon:
                 self._reload_asked = False
                 self.reload("SIGHUP")
             if now >= next_journal:
-                for job_id in self.journal.ready(time.time()):
-                    self.scheduler.submit(job_id)
+                was_paused = self.room.paused
+                if not self.room.check():
+                    if was_paused:  # what came while paused is taken now, not at the next scan
+                        self.watcher.scan()
+                    for job_id in self.journal.ready(time.time()):
+                        self.scheduler.submit(job_id)
                 self._notice_rules_change()
                 next_journal = now + JOURNAL_POLL_SECONDS
             if now >= next_tick:
@@ -223,6 +235,8 @@ class Daemon:
         queued = n.get(State.claiming, 0) + n.get(State.queued, 0)
         running = sum(n.get(s, 0) for s in (State.running, State.publishing, State.settling))
         line = f"{queued} queued, {running} running, {n.get(State.done, 0)} done"
+        if self.room.paused:
+            line = f"{self.room.paused}; {line}"
         line += f", {n.get(State.failed, 0)} failed"
         if n.get(State.duplicate):
             line += f", {n[State.duplicate]} duplicates"
@@ -301,14 +315,27 @@ class Daemon:
         claims = [(path, claim) for path in paths if (claim := self._claim_for(path))]
         if not claims:
             return
-        job_ids = self.journal.begin_claims([claim for _, claim in claims])
+        try:
+            job_ids = self.journal.begin_claims([claim for _, claim in claims])
+        except Exception as exc:
+            if not is_no_room(exc):
+                raise
+            self.room.failed(exc)  # the files stay in their inboxes; the scan after finds them
+            return
         for (path, claim), job_id in zip(claims, job_ids, strict=True):
             try:
                 self.work.claim(path, job_id, path.name)
             except OSError as exc:
-                self.journal.forget(job_id)
+                if self.work.source(job_id, path.name).exists():  # moved; only its sync failed
+                    if is_no_room(exc):
+                        self.room.failed(exc)
+                    continue  # the job is the journal's: the poll after the pause takes it
+                with contextlib.suppress(Exception):  # else recovery forgets it at next start
+                    self.journal.forget(job_id)
                 self.work.remove(job_id)
-                if not isinstance(exc, FileNotFoundError):  # gone is fine: someone took it back
+                if is_no_room(exc):
+                    self.room.failed(exc)
+                elif not isinstance(exc, FileNotFoundError):  # gone is fine: someone took it back
                     logger.error("cannot claim file", path=str(path), error=str(exc))
                     self.watcher.settle(path)
                 continue

@@ -18,16 +18,15 @@ Space is counted as an unprivileged user sees it (f_bavail): root's reserve is n
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from caixa import log
+from caixa.errors import NoRoomError
 
 logger = log.get("caixa.space")
 
@@ -36,26 +35,7 @@ AUTO_BYTES = GIB
 AUTO_SHARE = 0.05
 FIRST_WAIT = 2.0  # seconds after a failed write before writing is tried again
 LONGEST_WAIT = 60.0
-ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
-_ROOM_SQLITE = ("disk is full", "readonly database", "disk i/o error", "read-only file system")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
-
-
-class NoRoomError(Exception):
-    """A write failed for lack of room (full, read-only, I/O error): the job waits for room,
-    and the attempt does not count."""
-
-
-def is_no_room(exc: BaseException) -> bool:
-    """Whether a failure is the filesystem's, not the job's: waiting for room cures it."""
-    if isinstance(exc, NoRoomError):
-        return True
-    if isinstance(exc, OSError):
-        return exc.errno in ROOM_ERRNOS
-    if isinstance(exc, sqlite3.OperationalError):
-        return any(words in str(exc).lower() for words in _ROOM_SQLITE)
-    cause = exc.__cause__ or exc.__context__
-    return cause is not None and cause is not exc and is_no_room(cause)
 
 
 def floor(setting: str, total: int) -> int:
@@ -134,6 +114,7 @@ class Room:
         self._write_failed: str | None = None
         self._retry_at = 0.0
         self._wait = FIRST_WAIT
+        self._last_failure = float("-inf")
         self._since: float | None = None
 
     @property
@@ -145,12 +126,18 @@ class Room:
 
     def failed(self, exc: BaseException) -> None:
         """A write failed for lack of room: pause now; writing is tried again after a wait."""
+        now = time.monotonic()
+        short = look(self.paths(), self.min_free)  # a full disk is said as such, with figures
         with self._lock:
-            first = self._write_failed is None
+            before = bool(self._short or self._write_failed)
+            self._short = short
+            if now - self._last_failure > 2 * LONGEST_WAIT:  # a new episode: start short again
+                self._wait = FIRST_WAIT
+            self._last_failure = now
             self._write_failed = f"cannot write: {_reason(exc)}"
-            self._retry_at = time.monotonic() + self._wait
+            self._retry_at = now + self._wait
             self._wait = min(self._wait * 2, LONGEST_WAIT)
-        if first:
+        if not before:
             self._changed()
 
     def check(self) -> str | None:
@@ -165,11 +152,6 @@ class Room:
         if before != after:
             self._changed()
         return self.paused
-
-    def succeeded(self) -> None:
-        """A write went through: the next failure waits only the first, short time."""
-        with self._lock:
-            self._wait = FIRST_WAIT
 
     def _changed(self) -> None:
         why = self.paused
