@@ -167,11 +167,14 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
                     "recent_failures": [operations.job_json(j) for j in now.recent_failures],
                     "refused": [{"path": p, "reason": r} for p, r, _ in now.refused],
                     "lanes": now.lanes,
+                    "paused": now.paused,
                 },
                 indent=2,
             )
         )
         return
+    if now.paused:
+        out.print(now.paused, markup=False)
     out.print("jobs: " + (", ".join(f"{n} {s}" for s, n in sorted(now.counts.items())) or "none"))
     for line in lanestate.describe(now.lanes):
         out.print(line, markup=False)

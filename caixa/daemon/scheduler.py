@@ -229,6 +229,7 @@ class Scheduler:
             },
             "steps": self._throughput.summary(),
             "paused": self.room.paused,
+            "room": {"paths": [str(p) for p in self.room.paths()], "min_free": self.room.min_free},
             "log_records_dropped": log.dropped(),
         }
 

@@ -1,0 +1,174 @@
+"""Faults a user's machine has: a full disk (with and without the daemon's own log on it) and
+a home remounted read-only. caixa pauses, says why (log, systemd's status line, `caixa
+status`), keeps every file, and goes on by itself when the fault passes: no restart.
+
+The filesystems are real: a small tmpfs mounted by the test, as root (as in CI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import World
+from tests.integration.test_service import Datagrams, copy_rules
+
+FS_SIZE = 40 * 2**20
+
+
+def mount_tmpfs(where: Path, size: int = FS_SIZE) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (a full disk of its own)")
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
+
+
+def unmount(where: Path) -> None:
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    fs = tmp_path / "fs"
+    mount_tmpfs(fs)
+    yield fs
+    unmount(fs)
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def body(i: int) -> bytes:
+    return (f"file {i}\n".encode() * 150_000)[:1_000_000]  # 1 MB each
+
+
+def assert_each_done_once(world: World, names: list[str]) -> None:
+    assert world.states() == {"done": len(names)}
+    folders = sorted(p.name for p in (world.outputs / "docs").iterdir())
+    assert folders == sorted(n.removesuffix(".bin") for n in names)  # no "-2" twins
+    for name in names:
+        folder = world.outputs / "docs" / name.removesuffix(".bin")
+        assert sorted(p.name for p in folder.iterdir()) == sorted([name, "manifest.json"])
+        assert (folder / name).read_bytes() == body(int(name[1:4]))
+    assert sorted(p.name for p in (world.processed / "docs").iterdir()) == sorted(names)
+    assert list((world.home / "work").iterdir()) == []
+    assert not list(world.root.rglob(".caixa-tmp-*"))
+
+
+def pauses(world: World) -> list[dict]:
+    return [r for r in world.logs() if r.get("paused") is True]
+
+
+@pytest.mark.parametrize("log_on_full_disk", [False, True], ids=["log-elsewhere", "log-on-it"])
+def test_a_full_disk_pauses_says_so_and_every_file_is_done_once_when_room_returns(
+    small_fs: Path, tmp_path: Path, log_on_full_disk: bool
+) -> None:
+    world = World(small_fs)
+    try:
+        world.write_rules(copy_rules("docs"))
+        inbox = world.inbox()
+        names = [f"f{i:03}.bin" for i in range(10)]
+        for i, name in enumerate(names):
+            (inbox / name).write_bytes(body(i))
+        # the ten copies need 10 MB; leave room for about four
+        filler = small_fs / "filler"
+        filler.write_bytes(b"\0" * (free_bytes(small_fs) - 4 * 2**20))
+        world.home.mkdir()
+        if not log_on_full_disk:
+            (world.home / "daemon-0.log").symlink_to(tmp_path / "daemon-0.log")
+        notify = Datagrams(tmp_path / "notify.sock")
+        world.env |= {"NOTIFY_SOCKET": str(notify.path)}
+        proc = world.start()
+
+        _, line = notify.wait_for(f"STATUS=paused: disk full on {small_fs} (", timeout=60)
+        assert "needs 2 MiB" in line  # auto: 5% of 40 MB, under 1 GiB
+        shown = world.caixa("status", "--home", str(world.home))
+        assert f"paused: disk full on {small_fs}" in shown.stdout, shown.stdout + shown.stderr
+        assert world.states().get("done", 0) < len(names)
+        assert proc.poll() is None
+
+        filler.unlink()  # room again: no restart, no signal
+        world.wait_for(lambda: world.finished() == len(names), timeout=60, message="all done")
+        world.wait_for(
+            lambda: any(r.get("paused") is False for r in world.logs()), message="resumed"
+        )
+        assert_each_done_once(world, names)
+        status = json.loads(world.caixa("status", "--home", str(world.home), "--json").stdout)
+        assert status["paused"] is None
+        assert "Traceback" not in world.raw_log()
+        if not log_on_full_disk:  # on the full disk the record itself may be one dropped
+            assert [r["event"].split(";")[0] for r in pauses(world)] == [
+                line.removeprefix("STATUS=").split(";")[0]
+            ]
+        assert proc.poll() is None
+        world.stop_all()
+        assert proc.returncode == 0
+        notify.close()
+    finally:
+        world.stop_all()
+
+
+def remount(where: Path, mode: str) -> None:
+    """`mount -o remount,MODE`; the kernel refuses a read-only remount while a file there is
+    open for writing (a publish under way), so it is asked again until that one is done."""
+
+    def done() -> bool:
+        return subprocess.run(["mount", "-o", f"remount,{mode}", str(where)]).returncode == 0
+
+    World(where).wait_for(done, timeout=30, message=f"remount,{mode}")
+
+
+def test_outputs_remounted_read_only_say_so_keep_every_file_and_recover(tmp_path: Path) -> None:
+    """The outputs' filesystem goes read-only under a running daemon, and back. (The home
+    cannot be remounted so under a running daemon: its journal is open for writing and the
+    kernel answers EBUSY; a journal that cannot be written is the full-disk test's case.)"""
+    world = World(tmp_path)
+    mount_tmpfs(world.outputs)
+    try:
+        world.write_rules(copy_rules("docs"))
+        inbox = world.inbox()
+        notify = Datagrams(tmp_path / "notify.sock")
+        world.env |= {"NOTIFY_SOCKET": str(notify.path)}
+        proc = world.start()
+        notify.wait_for("READY=1")
+        first = [f"f{i:03}.bin" for i in range(3)]
+        for i, name in enumerate(first):
+            (inbox / name).write_bytes(body(i))
+        world.wait_for(lambda: world.finished() == 3, message="the first three")
+
+        remount(world.outputs, "ro")
+        notify.wait_for(f"STATUS=paused: {world.outputs} is read-only", timeout=30)
+        later = [f"f{i:03}.bin" for i in range(3, 8)]
+        for i, name in enumerate(later, 3):
+            (inbox / name).write_bytes(body(i))
+        # two more status lines while they wait: none of them is taken, none is lost
+        seen, _ = notify.wait_for("STATUS=paused", since=notify.lines()[-1][0] + 1e-6)
+        notify.wait_for("STATUS=paused", since=seen + 1e-6)
+        assert sorted(p.name for p in inbox.iterdir()) == later
+        shown = world.caixa("status", "--home", str(world.home)).stdout
+        assert f"paused: {world.outputs} is read-only" in shown
+        assert proc.poll() is None
+
+        remount(world.outputs, "rw")
+        world.wait_for(lambda: world.finished() == 8, timeout=60, message="all eight")
+        assert_each_done_once(world, first + later)
+        assert "Traceback" not in world.raw_log()
+        assert len(pauses(world)) == 1
+        world.stop_all()
+        assert proc.returncode == 0
+        notify.close()
+    finally:
+        world.stop_all()
+        unmount(world.outputs)
