@@ -37,6 +37,20 @@ def refusal(mode: int, path: Path) -> str | None:
     return "a device or special file; caixa takes only regular files"
 
 
+def misnamed(path: Path) -> str | None:
+    """Why a name caixa cannot record is refused: bytes that are not UTF-8 (a name from an old
+    Windows share or a zip made on one) would not survive the journal, the manifest or a log."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path.name).decode("utf-8", "backslashreplace")
+        return (
+            f"its name ({shown}) is not UTF-8 text; rename it"
+            " (for a whole folder: convmv -f cp1252 -t utf8 --notest -r FOLDER)"
+        )
+    return None
+
+
 # journal.is_kept: whether a file left in its inbox after success (on_success: keep) is this one
 KeptCheck = Callable[[Path, int, int], bool]
 
@@ -61,7 +75,7 @@ class Decision:
 def decide(rules: RuleSet, path: Path, is_kept: KeptCheck) -> Decision:
     """The claim a ready file gets, or why it stays (OSError when it cannot be read)."""
     st = path.lstat()
-    refused = refusal(st.st_mode, path)
+    refused = refusal(st.st_mode, path) or misnamed(path)
     if refused is not None:
         return Decision(None, refused=refused)
     verdict = rules.decide(path)

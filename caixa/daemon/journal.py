@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -460,7 +461,7 @@ class Journal:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO refused (path, reason, seen_at) VALUES (?, ?, ?)",
-                (str(path), reason, time.time()),
+                (printable(path), reason, time.time()),
             )
             return cur.rowcount > 0
 
@@ -491,3 +492,8 @@ def _check_move(db: sqlite3.Connection, job_id: str, to: State) -> None:
     now = State(row[0])
     if to not in TRANSITIONS[now]:
         raise TransitionError(f"job {job_id} cannot go from {now} to {to}")
+
+
+def printable(path: Path) -> str:
+    """A path as text SQLite can hold: bytes of a name that are not UTF-8 shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import World
 from tests.integration.test_service import Datagrams, copy_rules
@@ -172,3 +174,34 @@ def test_outputs_remounted_read_only_say_so_keep_every_file_and_recover(tmp_path
     finally:
         world.stop_all()
         unmount(world.outputs)
+
+
+names = st.binary(min_size=1, max_size=255).filter(
+    lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")
+)
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate],  # a daemon run per example: no shrinking
+)
+@given(batch=st.lists(names, min_size=10, max_size=30, unique=True))
+def test_random_bytes_as_file_names_are_each_taken_or_refused(
+    tmp_path_factory: pytest.TempPathFactory, batch: list[bytes]
+) -> None:
+    world = World(tmp_path_factory.mktemp("names"))
+    world.write_rules(copy_rules("docs"))
+    inbox = world.inbox()
+    for i, name in enumerate(batch):
+        (inbox / os.fsdecode(name)).write_bytes(f"file {i}\n".encode())
+    done = world.run_once()
+    assert "Traceback" not in done.stderr + world.raw_log()
+    refused = {r["path"] for r in world.query("SELECT path FROM refused")}
+    left = {os.fsencode(p).decode("utf-8", "backslashreplace") for p in inbox.iterdir()}
+    assert left == refused  # what stays was refused, and said so
+    taken = world.query("SELECT name, state FROM jobs")
+    assert {r["state"] for r in taken} <= {"done"}
+    assert len(taken) + len(refused) == len(batch)
+    assert len(list((world.processed / "docs").rglob("*"))) == len(taken)
