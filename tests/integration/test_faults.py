@@ -205,3 +205,31 @@ def test_random_bytes_as_file_names_are_each_taken_or_refused(
     assert {r["state"] for r in taken} <= {"done"}
     assert len(taken) + len(refused) == len(batch)
     assert len(list((world.processed / "docs").rglob("*"))) == len(taken)
+
+
+def test_a_5_mib_one_line_text_is_refused_by_its_limit_and_a_normal_one_goes_on(
+    world: World,
+) -> None:
+    """Indexing 5 MiB would hold the accelerator lane for about 20 minutes; the index step's
+    max_characters (1,000,000 by default, a rule may raise it) refuses it at once, clearly."""
+    world.write_rules(copy_rules("notes", steps="[text, index]"))
+    inbox = world.inbox()
+    (inbox / "huge.txt").write_text("palavra " * (5 * 2**20 // 8))  # 5 MiB, no line break
+    (inbox / "note.txt").write_text("O farol orienta os pescadores no regresso ao porto.\n")
+    proc = world.start()
+    world.wait_for(lambda: world.finished() == 2, timeout=180, message="both jobs")
+    assert {r["name"]: r["state"] for r in world.query("SELECT name, state FROM jobs")} == {
+        "huge.txt": "failed",
+        "note.txt": "done",
+    }
+    error = json.loads((world.failed / "notes" / "huge.txt.error.json").read_text())
+    assert error["step"] == "index"
+    assert error["message"].startswith(
+        "the text has 5,242,880 characters, over this rule's limit of 1,000,000 for index"
+        " (max_characters), about 17 min of embedding; split the file, or raise"
+        " max_characters in the rule's index step"
+    ), error["message"]
+    assert "traceback" not in error and error["attempts"] == 1
+    found = world.caixa("search", "farol", "--json", "--home", str(world.home))
+    assert json.loads(found.stdout)["hits"][0]["file"] == "note.txt"
+    assert proc.poll() is None
