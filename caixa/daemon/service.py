@@ -93,6 +93,7 @@ class Daemon:
         self.rules_problem: str | None = None  # why the rules file on disk is not the one used
         self._reload_asked = False
         self._stop_signalled = False
+        self._recovered = False
         self._rules_loaded = self._rules_last = self._rules_key()
 
     def _excluded(self, rules: RuleSet) -> list[Path]:
@@ -102,7 +103,7 @@ class Daemon:
         self._install_signals()
         self.deaths.install()
         self._check_usable(self.rules)
-        job_phases.recover(self.journal, self.work, self.rules.failed)
+        self._recover()
         self.scheduler.start()
         self.watcher.start()
         try:
@@ -115,6 +116,19 @@ class Daemon:
             # their workers end with the daemon; their jobs resume at that step at next start.
             os._exit(0)
         return self.progress
+
+    def _recover(self) -> None:
+        """Finish what a crash interrupted; with no room to write (a full disk at start), the
+        daemon starts paused and recovers once there is room, rather than exit and be
+        restarted into the same full disk by systemd, again and again."""
+        try:
+            job_phases.recover(self.journal, self.work, self.rules.failed)
+            self._recovered = True
+        except Exception as exc:
+            if not is_no_room(exc):
+                raise
+            self.room.failed(exc)
+            self._recovered = False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -177,7 +191,9 @@ class Daemon:
                 self.reload("SIGHUP")
             if now >= next_journal:
                 was_paused = self.room.paused
-                if not self.room.check():
+                if not self.room.check() and not self._recovered:
+                    self._recover()
+                if not self.room.paused:
                     if was_paused:  # what came while paused is taken now, not at the next scan
                         self.watcher.scan()
                     for job_id in self.journal.ready(time.time()):
@@ -370,6 +386,13 @@ class Daemon:
         return decision.claim
 
     def _refuse(self, path: Path, reason: str) -> None:
-        if self.journal.refuse(path, reason):
+        try:
+            first = self.journal.refuse(path, reason)
+        except Exception as exc:  # recorded at a later look, once there is room
+            if not is_no_room(exc):
+                raise
+            self.room.failed(exc)
+            return
+        if first:
             self.progress.refused += 1
             logger.warning("refused", path=str(path), reason=reason)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,13 +103,21 @@ def test_a_full_disk_pauses_says_so_and_every_file_is_done_once_when_room_return
         assert proc.poll() is None
 
         filler.unlink()  # room again: no restart, no signal
+        freed = time.monotonic()
         world.wait_for(lambda: world.finished() == len(names), timeout=60, message="all done")
+        after = time.monotonic() - freed
         world.wait_for(
             lambda: any(r.get("paused") is False for r in world.logs()), message="resumed"
         )
         assert_each_done_once(world, names)
         status = json.loads(world.caixa("status", "--home", str(world.home), "--json").stdout)
         assert status["paused"] is None
+        print(
+            f"disk full ({'log on it' if log_on_full_disk else 'log elsewhere'}):"
+            f" {len(names)} done once, all {after:.1f} s after room came back;"
+            f" {len(pauses(world))} pause record(s); log records dropped"
+            f" {(status['lanes'] or {}).get('log_records_dropped')}"
+        )
         assert "Traceback" not in world.raw_log()
         if not log_on_full_disk:  # on the full disk the record itself may be one dropped
             assert [r["event"].split(";")[0] for r in pauses(world)] == [
