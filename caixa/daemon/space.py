@@ -7,7 +7,8 @@ for lack of room (ENOSPC, EDQUOT, EROFS, EIO, or SQLite's "database or disk is f
 to write a readonly database", "disk I/O error"). Either pauses; the pause ends once every
 look passes again and, after a failed write, a short wait has passed (doubling while writes
 keep failing, so a disk that lies about its room costs one try every so often, not a busy
-loop). One log record when a pause starts, one when it ends.
+loop), or at once when a MiB has been freed since. One log record when a pause starts, one
+when it ends.
 
 The floor (`CAIXA_MIN_FREE`, default `auto`): 1 GiB or 5% of the filesystem, whichever is
 smaller. 1 GiB holds what one job of the heaviest steps writes at once (a long WAV, a page of
@@ -35,6 +36,8 @@ AUTO_BYTES = GIB
 AUTO_SHARE = 0.05
 FIRST_WAIT = 2.0  # seconds after a failed write before writing is tried again
 LONGEST_WAIT = 60.0
+FREED = 2**20  # bytes freed since a write failed that are worth trying again at once
+TRIED = 3.0  # seconds of writes without a failure that end a pause caused by failed writes
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
 
 
@@ -77,6 +80,19 @@ def mount_point(path: Path) -> Path:
     return path
 
 
+def free_total(paths: Iterable[Path]) -> int:
+    """Bytes free on the filesystems of `paths`, each counted once."""
+    seen: dict[int, int] = {}
+    for path in paths:
+        try:
+            existing = next(p for p in (path, *path.parents) if p.exists())
+            st = os.statvfs(existing)
+            seen[existing.stat().st_dev] = st.f_bavail * st.f_frsize
+        except (OSError, StopIteration):
+            continue
+    return sum(seen.values())
+
+
 def look(paths: Iterable[Path], min_free: str) -> list[str]:
     """Why caixa cannot write now, one line per filesystem that is short; empty when all fit."""
     seen: set[int] = set()
@@ -104,7 +120,10 @@ def look(paths: Iterable[Path], min_free: str) -> list[str]:
 
 class Room:
     """The daemon's pause for room: `check()` from its loop, `failed()` from any thread whose
-    write failed for lack of room. Thread-safe."""
+    write failed for lack of room. Thread-safe.
+
+    A pause is one episode however many tries it takes: it is logged when it starts, and its
+    end only once writes have been tried again and gone through for a while (TRIED)."""
 
     def __init__(self, paths: Callable[[], list[Path]], min_free: str) -> None:
         self.paths = paths
@@ -113,9 +132,11 @@ class Room:
         self._short: list[str] = []
         self._write_failed: str | None = None
         self._retry_at = 0.0
+        self._free_then = 0  # bytes free when a write last failed
         self._wait = FIRST_WAIT
         self._last_failure = float("-inf")
-        self._since: float | None = None
+        self._tried_at = float("-inf")  # when writing was last tried again after a failure
+        self._since: float | None = None  # when the episode logged as begun began
 
     @property
     def paused(self) -> str | None:
@@ -128,43 +149,52 @@ class Room:
         """A write failed for lack of room: pause now; writing is tried again after a wait."""
         now = time.monotonic()
         short = look(self.paths(), self.min_free)  # a full disk is said as such, with figures
+        free = free_total(self.paths())
         with self._lock:
-            before = bool(self._short or self._write_failed)
             self._short = short
             if now - self._last_failure > 2 * LONGEST_WAIT:  # a new episode: start short again
                 self._wait = FIRST_WAIT
             self._last_failure = now
             self._write_failed = f"cannot write: {_reason(exc)}"
             self._retry_at = now + self._wait
+            self._free_then = free
             self._wait = min(self._wait * 2, LONGEST_WAIT)
-        if not before:
-            self._changed()
+        self._say()
 
     def check(self) -> str | None:
         """Look at every filesystem again; return the pause, if any."""
         short = look(self.paths(), self.min_free)
+        free = free_total(self.paths())
         with self._lock:
-            before = bool(self._short or self._write_failed)
             self._short = short
-            if self._write_failed and not short and time.monotonic() >= self._retry_at:
+            # try again when the wait is over, or at once when room was made meanwhile
+            due = time.monotonic() >= self._retry_at or free >= self._free_then + FREED
+            if self._write_failed and not short and due:
                 self._write_failed = None  # try writing again; a new failure pauses again
-            after = bool(self._short or self._write_failed)
-        if before != after:
-            self._changed()
+                self._tried_at = time.monotonic()
+        self._say()
         return self.paused
 
-    def _changed(self) -> None:
+    def _say(self) -> None:
+        """Log an episode's start, and its end once writes have gone through for TRIED s."""
         why = self.paused
-        if why is not None:
-            self._since = time.monotonic()
+        now = time.monotonic()
+        with self._lock:
+            starts = why is not None and self._since is None
+            quiet = now - max(self._last_failure, self._tried_at) >= TRIED
+            ends = why is None and self._since is not None and quiet
+            if starts:
+                self._since = now
+            waited = now - (self._since or now)
+            if ends:
+                self._since = None
+        if starts:
             logger.warning(
-                why + "; intake and steps wait, every file is kept, work resumes by itself",
+                f"{why}; intake and steps wait, every file is kept, work resumes by itself",
                 paused=True,
             )
-        else:
-            waited = time.monotonic() - self._since if self._since else 0.0
+        if ends:
             logger.info("room to write again; work resumes", paused=False, seconds=round(waited))
-            self._since = None
 
 
 def _reason(exc: BaseException) -> str:
