@@ -42,7 +42,7 @@ class IndexParams(BaseModel):
     chunk_chars: int = Field(800, ge=100, le=8000, description="longest chunk, in characters")
     overlap_chars: int = Field(150, ge=0, description="whole sentences repeated from before")
     texts: Literal["all", "latest"] = "all"  # every text of the job, or only the newest
-    # All texts together; about a 400-page book, a few minutes of the lane on a CPU. A larger
+    # All texts together; about a 400-page book, ~1,500 chunks (3 to 13 min on a CPU). A larger
     # text would hold the accelerator lane, and every model step queued behind it, for longer.
     max_characters: int = Field(MAX_CHARACTERS, ge=1)
 
