@@ -175,11 +175,14 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
                     "recent_failures": [operations.job_json(j) for j in now.recent_failures],
                     "refused": [{"path": p, "reason": r} for p, r, _seen in now.refused],
                     "lanes": now.lanes,
+                    "paused": now.paused,
                 },
                 indent=2,
             )
         )
         return
+    if now.paused:
+        out.print(shown(now.paused), markup=False)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(now.counts.items()))
     out.print(_("jobs: {counts}").format(counts=counts or _("none")), markup=False)
     for line in lanestate.describe(now.lanes):

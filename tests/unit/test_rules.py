@@ -64,7 +64,7 @@ def error(tmp_path: Path, text: str) -> str:
             "rules.yaml:2: rules[0].name:",
         ),
         ("rules:\n  - name: a\n    inbox: in\n    steps: [{a: 1, b: 2}]\n", "rules.yaml:4:"),
-        ("", "rules.yaml:?: rules: missing key 'rules'"),
+        ("", "rules.yaml:1: rules: missing key 'rules'"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:

