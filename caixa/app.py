@@ -16,7 +16,7 @@ from caixa import doctor as diagnosis
 from caixa.config import rules as rules_file
 from caixa.config.rules import Rule, RuleSet
 from caixa.daemon import jobs as job_phases
-from caixa.daemon import lanestate
+from caixa.daemon import lanestate, space
 from caixa.daemon.intake import TEMP_PATTERNS, is_temp_name
 from caixa.daemon.journal import Job, Journal, State, StepRun
 from caixa.daemon.outputs import MANIFEST
@@ -38,6 +38,16 @@ class Status:
     recent_failures: list[Job]
     refused: list[tuple[str, str, float]]  # path, reason, when
     lanes: dict[str, Any] | None  # the running daemon's lanes; None when none runs
+    paused: str | None = None  # why the running daemon waits (a full disk...), or None
+
+
+def paused(lanes: dict[str, Any] | None) -> str | None:
+    """Why the running daemon waits, looked at now: its lanes file cannot be rewritten while
+    its disk is full or read-only, so the filesystems it writes to are looked at here too."""
+    if not lanes or "room" not in lanes:
+        return None
+    short = space.look([Path(p) for p in lanes["room"]["paths"]], lanes["room"]["min_free"])
+    return "paused: " + "; ".join(short) if short else lanes.get("paused")
 
 
 def status(home: Path, failures: int = 10) -> Status:
@@ -48,7 +58,8 @@ def status(home: Path, failures: int = 10) -> Status:
             running=journal.jobs(State.running),
             recent_failures=journal.jobs(State.failed, limit=failures, newest_first=True),
             refused=journal.refusals(failures),
-            lanes=lanestate.read(home),
+            lanes=(lanes := lanestate.read(home)),
+            paused=paused(lanes),
         )
     finally:
         journal.close()

@@ -175,11 +175,14 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
                     "recent_failures": [operations.job_json(j) for j in now.recent_failures],
                     "refused": [{"path": p, "reason": r} for p, r, _seen in now.refused],
                     "lanes": now.lanes,
+                    "paused": now.paused,
                 },
                 indent=2,
             )
         )
         return
+    if now.paused:
+        out.print(shown(now.paused), markup=False)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(now.counts.items()))
     out.print(_("jobs: {counts}").format(counts=counts or _("none")), markup=False)
     for line in lanestate.describe(now.lanes):
@@ -274,7 +277,7 @@ def search(
     for n, hit in enumerate(results.hits, 1):
         where = _near(hit.folder, Path.cwd()) if hit.folder else "(not published)"
         out.print(
-            shown(f"{n}. {hit.document.source_name}  {where}  {hit.artifact} p.{hit.page}")
+            shown(f"{n}. {hit.document.source_name}  {where}  {hit.artifact} {_place(hit)}")
             + f"  score {hit.score:.4f}",
             markup=False,
         )
@@ -288,12 +291,19 @@ def _outputs_root(settings: Settings, given: Path | None) -> Path | None:
     return rules.load(settings.rules).outputs
 
 
+def _place(hit: Hit) -> str:
+    """`p.2` in a document, `at 03:12` in a recording."""
+    return f"at {hit.place}" if hit.start is not None else f"p.{hit.page}"
+
+
 def _hit_json(hit: Hit) -> dict[str, Any]:
     return {
         "file": hit.document.source_name,
         "folder": str(hit.folder) if hit.folder else None,
         "text": hit.artifact,
         "page": hit.page,
+        "start": hit.start,  # seconds into a recording; null for documents
+        "time": hit.place if hit.start is not None else None,
         "language": hit.language,
         "score": round(hit.score, 5),
         "snippet": hit.marked("**", "**"),

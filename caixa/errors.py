@@ -67,3 +67,32 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError | TimeoutError):
         return True
     return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+class NoRoomError(Exception):
+    """A write failed for lack of room (a full disk, a read-only remount, an I/O error): the
+    job waits until there is room again, and the attempt does not count."""
+
+
+# What a write that found no room raises: the errno, or SQLite's (and apsw's) words for it.
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+_NO_ROOM_WORDS = ("disk is full", "readonly database", "disk i/o error", "read-only file system")
+
+
+def is_no_room(exc: BaseException) -> bool:
+    """Whether a failure is the filesystem's rather than the job's: waiting for room cures it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, NoRoomError):
+            return True
+        if isinstance(current, OSError) and current.errno in NO_ROOM_ERRNOS:
+            return True
+        module = type(current).__module__.split(".")[0]
+        if module in ("sqlite3", "apsw") and any(
+            words in str(current).lower() for words in _NO_ROOM_WORDS
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

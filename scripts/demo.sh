@@ -23,6 +23,11 @@ if installed torch diffusers transformers; then  # without imagegen: the prompts
   echo "== building a tiny random-weight Stable Diffusion for the prompts rule (its images are noise)"
   $python -m tests.tiny_diffusion "$demo/models/tiny-sd"
 fi
+if installed faster_whisper; then  # without transcribe: the voice rule waits
+  echo "== a voice memo for the voice rule, spoken now by the packaged Piper voice (no recording committed)"
+  mkdir -p "$demo/inbox/voice"
+  $python -m tests.speech_clip "$demo/inbox/voice/memo.wav" 2
+fi
 echo
 echo "== caixa doctor: where each step runs on this machine, the models, what to fix"
 $caixa doctor --rules "$demo/rules.yaml" --home "$demo/home" || true
@@ -39,7 +44,7 @@ $caixa status --home "$demo/home"
 echo
 echo "== caixa search, in English and in Portuguese"
 for query in "monthly rent of the flat in Lisbon" "reparação da caldeira" "reunião sobre o índice" \
-  "bus" "ônibus"; do
+  "bus" "ônibus" "quando se paga a renda"; do
   echo "\$ caixa search \"$query\" --limit 2"
   $caixa search "$query" --limit 2 --home "$demo/home" --rules "$demo/rules.yaml"
 done
@@ -53,6 +58,10 @@ mkdir -p "$demo/inbox/questions"
 echo "Quem faz a reparação da caldeira?" > "$demo/inbox/questions/caldeira.ask"
 $caixa run --once --rules "$demo/rules.yaml" --home "$demo/home"
 cat "$demo"/outputs/questions/caldeira/caldeira.answer.md
+echo
+echo "== the voice memo's transcript, and its subtitles' first lines"
+cat "$demo"/outputs/voice/memo/memo.txt
+head -n 7 "$demo"/outputs/voice/memo/memo.srt
 echo
 echo "== mail filed by the label the LLM gave it"
 (cd "$demo/outputs" && find mail -name '*.label.json' | sort | sed 's/^/  /')

@@ -233,7 +233,7 @@ def load(path: Path, registry: StepRegistry | None = None) -> RuleSet:
     except FileNotFoundError as exc:
         raise RulesError(f"{path}: no such rules file") from exc
     except yamlmarks.YamlError as exc:
-        raise RulesError(f"{path}:{exc.line or '?'}: {exc}") from exc
+        raise RulesError(f"{path}:{exc.line or 1}: {exc}") from exc
     try:
         parsed = RulesFile.model_validate(data if data is not None else {})
     except ValidationError as exc:
@@ -332,7 +332,8 @@ def template_problems(template: str) -> list[str]:
 
 
 def _at(path: Path, lines: dict[yamlmarks.Loc, int], loc: yamlmarks.Loc, message: str) -> str:
-    return f"{path}:{yamlmarks.line_of(lines, loc) or '?'}: {yamlmarks.dotted(loc)}: {message}"
+    # a key missing from an empty file is missing at its first line
+    return f"{path}:{yamlmarks.line_of(lines, loc) or 1}: {yamlmarks.dotted(loc)}: {message}"
 
 
 def _describe(

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         gt=0,
         description="a part of the daemon silent this long stops systemd's watchdog pings",
     )
+    min_free: str = Field(
+        default="auto",
+        pattern=r"^(auto|\d+(\.\d+)?[KMGTkmgt]?|\d{1,2}(\.\d+)?%)$",
+        description="free space each filesystem caixa writes to must keep, or work pauses:"
+        " auto (1 GiB or 5% of it, whichever is smaller), a size with K/M/G/T, or a %",
+    )
     memory_max: str = Field(
         default="75%",
         pattern=r"^(\d+(\.\d+)?[KMGT]?|\d{1,3}%|infinity)$",

@@ -18,17 +18,28 @@ class YamlError(ValueError):
 
 def load(path: Path) -> tuple[Any, dict[Loc, int]]:
     """The document as plain data, and the 1-based line of each key and list item by path."""
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise YamlError(
+            line, f"not UTF-8 text (byte {raw[exc.start]:#x}); save it as UTF-8"
+        ) from exc
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise YamlError(mark.line + 1 if mark else None, str(exc.problem or exc)) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text[: exc.position].count("\n") + 1
+        raise YamlError(line, f"character {exc.character:#x} is not allowed in YAML") from exc
     if node is None:
         return None, {}
     lines: dict[Loc, int] = {(): node.start_mark.line + 1}
     _index(node, (), lines)
-    return yaml.safe_load(text), lines
+    return data, lines
 
 
 def _index(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -31,19 +32,35 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def make_dirs(folder: Path) -> None:
+    """`mkdir -p` whose new folders survive a power cut: each new entry's parent is synced."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            break
+        missing.append(path)
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another thread
+            path.mkdir()
+        fsync_dir(path.parent)
+
+
 def move(src: Path, dst: Path) -> None:
     """Rename, or across filesystems copy to a temporary name beside `dst`, sync, rename and
     only then remove `src`: the file is whole in at least one place at every instant."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dst.parent)
     try:
         os.rename(src, dst)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
         tmp = dst.with_name(temp_name(dst.name))
-        shutil.copy2(src, tmp)
-        fsync_file(tmp)
-        os.rename(tmp, dst)
+        try:
+            shutil.copy2(src, tmp)
+            fsync_file(tmp)
+            os.rename(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)  # a copy cut short by a full disk leaves nothing
         fsync_dir(dst.parent)
         os.unlink(src)
 
@@ -64,6 +81,10 @@ def claim_move(src: Path, dst: Path, root: Path | None = None) -> os.stat_result
                 raise
             _copy_regular(src.name, folder, dst)
             os.unlink(src.name, dir_fd=folder)
+        # durable once it returns: after a power cut the file is where it went, not (also)
+        # back in its inbox
+        fsync_dir(dst.parent)
+        os.fsync(folder)
         return os.lstat(dst)
     finally:
         os.close(folder)
@@ -110,14 +131,17 @@ def _copy_regular(name: str, folder: int, dst: Path) -> None:
 
 
 def durable_move(src: Path, dst: Path) -> None:
-    """A move that survives a power cut once it returns."""
+    """A move that survives a power cut once it returns: both folders are synced, so after a
+    cut the file is found where it went and not also (or only) where it was."""
     move(src, dst)
     fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
 
 
 def atomic_write(dst: Path, fill: Callable[[Path], None], sync: bool = True) -> None:
-    """`fill` writes a temporary file beside `dst`; it is synced (unless it is only a view
-    that is rewritten anyway) and renamed into place."""
+    """`fill` writes a temporary file beside `dst`; it is synced, renamed into place and its
+    folder synced (unless it is only a view that is rewritten anyway)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(temp_name(dst.name))
     try:
@@ -125,6 +149,8 @@ def atomic_write(dst: Path, fill: Callable[[Path], None], sync: bool = True) -> 
         if sync:
             fsync_file(tmp)
         os.replace(tmp, dst)
+        if sync:
+            fsync_dir(dst.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -10,6 +10,7 @@ the service after WatchdogSec.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 
 from caixa import log
@@ -20,6 +21,40 @@ logger = log.get("caixa.health")
 STATUS_SECONDS = 5.0  # how often STATUS= is refreshed, and the parts checked without a watchdog
 
 Check = Callable[[], str | None]  # why a part does not answer, or None when it does
+
+
+class ThreadDeaths:
+    """Threads of the daemon that ended on an exception: each is logged with its traceback,
+    and while any is recorded `check` fails, so the watchdog stops and systemd restarts the
+    service (a thread that died may hold work no one else will do). `install` makes it the
+    process's threading.excepthook; code that catches an exception a thread cannot survive
+    (a pool's task) gives it to `record`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deaths: list[str] = []
+
+    def install(self) -> None:
+        threading.excepthook = self._hook
+
+    def _hook(self, args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread else "a thread"
+        self.record(name, args.exc_value or args.exc_type())
+
+    def record(self, thread: str, exc: BaseException) -> None:
+        with self._lock:
+            self._deaths.append(f"{thread}: {type(exc).__name__}: {exc}")
+        logger.error(
+            "a thread of the daemon failed; its work is taken again, and the watchdog stops",
+            thread=thread,
+            exc_info=exc,
+        )
+
+    def check(self) -> str | None:
+        with self._lock:
+            return "; ".join(self._deaths) or None
 
 
 class Supervisor:

@@ -26,7 +26,7 @@ from caixa.daemon.journal import TERMINAL, Job, Journal, State
 from caixa.daemon.policy import Waiting
 from caixa.daemon.workarea import NotRegularError, WorkArea
 from caixa.daemon.worker.protocol import Failure, Reply, Task
-from caixa.errors import InputError, StepError
+from caixa.errors import InputError, NoRoomError, StepError
 from caixa.home import Home
 from caixa.nofollow import open_regular
 from caixa.pipelines.base import Artifact, Resource, StepInput
@@ -109,6 +109,11 @@ class JobRunner:
 
     def _admit(self, job: Job) -> Resource | None:
         source = self.work.source(job.id, job.name)
+        if not job.final_path and not source.exists():
+            # the claim's rename failed, and so did forgetting it (no room): the file is still
+            # in its inbox and is taken again there
+            self.journal.forget(job.id)
+            return None
         if job.final_path and not source.exists():
             # `caixa retry` recorded the job before moving its file back from failed/, and is
             # moving it now: wait for the next look rather than fail a file in flight
@@ -161,6 +166,7 @@ class JobRunner:
                 done = run(task)
                 seconds = time.monotonic() - started
             except Exception as exc:
+                _wait_for_room(exc)
                 return self._step_failed(job, name, exc)
             result = done.result
             assert result is not None
@@ -212,6 +218,7 @@ class JobRunner:
             artifacts = [a for a in self._artifacts(job.id) if a.publish]
             names = outputs.publish(root / folder, root, artifacts, self._manifest(job, runs))
         except (OSError, ValueError, KeyError) as exc:
+            _wait_for_room(exc)
             if Failure.of(exc).transient and job.attempts + 1 < self.max_attempts:
                 error = self._error(job, "publish", exc)
                 self.journal.retry_later(job.id, job.attempts + 1, error, self.retry_backoff)
@@ -354,6 +361,15 @@ class JobRunner:
                 "seconds": round(now - job.created_at, 3),
             },
         }
+
+
+def _wait_for_room(exc: Exception) -> None:
+    """A step or a publish that found no room to write is no fault of the job: raise
+    NoRoomError, so the scheduler pauses the daemon and the job waits at the same phase
+    without an attempt counted (its journal state is the one it had before the phase)."""
+    failure = Failure.of(exc)
+    if failure.no_room:
+        raise NoRoomError(failure.message) from exc
 
 
 def requeue(journal: Journal, work: WorkArea, job: Job) -> str | None:

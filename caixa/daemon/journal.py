@@ -10,7 +10,9 @@ them after a power cut means a step runs again, never that a file is lost or pub
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -282,10 +284,14 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # A COMMIT that failed (a full disk, an I/O error, a read-only remount) may
+                # leave the transaction open; the next one must start from a clean connection.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _update(self, job_id: str, durable: bool = False, **fields: Any) -> None:
         fields["updated_at"] = time.time()
@@ -535,7 +541,7 @@ class Journal:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO refused (path, reason, seen_at) VALUES (?, ?, ?)",
-                (str(path), reason, time.time()),
+                (printable(path), reason, time.time()),
             )
             return cur.rowcount > 0
 
@@ -566,3 +572,8 @@ def _check_move(db: sqlite3.Connection, job_id: str, to: State) -> None:
     now = State(row[0])
     if to not in TRANSITIONS[now]:
         raise TransitionError(f"job {job_id} cannot go from {now} to {to}")
+
+
+def printable(path: Path) -> str:
+    """A path as text SQLite can hold: bytes of a name that are not UTF-8 shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -118,6 +118,8 @@ def describe(data: dict[str, Any] | None, now: float | None = None) -> list[str]
         f"daemon: pid {data['pid']}, models kept {data['keep_alive']:g} s after use,"
         f" swap bound {data['swap_bound']} steps"
     ]
+    if data.get("log_records_dropped"):
+        lines.append(f"log: {data['log_records_dropped']} records could not be written (dropped)")
     for lane, info in data["lanes"].items():
         workers = info["workers"]
         waiting = info["waiting"]

@@ -20,6 +20,7 @@ from caixa.daemon.fsutil import (
     fsync_dir,
     fsync_file,
     is_inside,
+    make_dirs,
     move,
     safe_name,
     with_suffix_number,
@@ -97,7 +98,7 @@ def publish(
     crash (an artifact already moved is found in place). Returns the published names."""
     if not is_inside(folder, root):
         raise PathEscapeError(f"output folder {folder} would leave {root}")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     for stale in folder.glob(".caixa-tmp-*"):  # left by a crash mid-write; the folder is ours
         stale.unlink()
     names = published_names(artifacts)
@@ -111,8 +112,7 @@ def publish(
     fsync_dir(folder)  # every output is in place before the manifest says so
     manifest = {**manifest, "outputs": names}
     data = json.dumps(manifest, indent=2, ensure_ascii=False).encode() + b"\n"
-    atomic_write_bytes(folder / MANIFEST, data)
-    fsync_dir(folder)
+    atomic_write_bytes(folder / MANIFEST, data)  # synced, and its folder
     return names
 
 

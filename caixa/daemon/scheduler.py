@@ -19,21 +19,35 @@ from typing import Any
 
 from caixa import log
 from caixa.config.settings import Settings
+from caixa.daemon.health import ThreadDeaths
 from caixa.daemon.jobs import JobRunner
 from caixa.daemon.lanestate import StateFile, Throughput
 from caixa.daemon.policy import ReadySet
+from caixa.daemon.space import Room
 from caixa.daemon.worker.pool import WorkerPool
 from caixa.daemon.worker.protocol import Reply, Task, WorkerConfig
+from caixa.errors import is_no_room
 from caixa.pipelines.base import Resource
 
 logger = log.get("caixa.scheduler")
 
 
 class Scheduler:
-    def __init__(self, runner: JobRunner, settings: Settings, wake: threading.Event) -> None:
+    def __init__(
+        self,
+        runner: JobRunner,
+        settings: Settings,
+        wake: threading.Event,
+        room: Room,
+        deaths: ThreadDeaths,
+    ) -> None:
         self.runner = runner
         self.settings = settings
         self.wake = wake
+        self.room = (
+            room  # while it is paused, no phase starts; a phase that finds no room pauses it
+        )
+        self.deaths = deaths
         self._cond = threading.Condition()  # guards the sets below
         self._active: set[str] = set()
         self._ready = ReadySet(settings.swap_bound)
@@ -87,7 +101,13 @@ class Scheduler:
             if job_id in self._active or self._stopping:
                 return
             self._active.add(job_id)
-        self._route(job_id, self.runner.lane_of(self.runner.journal.get(job_id)))
+        try:
+            lane = self.runner.lane_of(self.runner.journal.get(job_id))
+        except Exception:  # the next journal poll takes the job again
+            logger.exception("cannot queue job", job=job_id)
+            self._done(job_id)
+            return
+        self._route(job_id, lane)
 
     def _route(self, job_id: str, lane: Resource | None) -> None:
         """Hand the job's next phase to its lane; None: the job is finished or waits."""
@@ -113,13 +133,19 @@ class Scheduler:
                 self._done(job_id)
 
     def _work(self, job_id: str) -> None:
-        """Run the job's phases while they stay on the CPU lane, then hand it on."""
+        """Run the job's phases while they stay on the CPU lane, then hand it on. The pool
+        keeps what a task raises to itself, so whatever escapes is recorded here: the job is
+        let go (the next journal poll takes it again) and the watchdog stops."""
         with self._cond:
             self._cpu_waiting -= 1
-        following = self._advance(job_id, Resource.cpu)
-        while following is Resource.cpu and not self._stopping:
+        try:
             following = self._advance(job_id, Resource.cpu)
-        self._route(job_id, following)
+            while following is Resource.cpu and not self._stopping:
+                following = self._advance(job_id, Resource.cpu)
+            self._route(job_id, following)
+        except Exception as exc:
+            self.deaths.record(threading.current_thread().name, exc)
+            self._done(job_id)
 
     def _accelerate(self) -> None:
         """The accelerator lane: one step at a time, the next one chosen by the policy."""
@@ -132,14 +158,27 @@ class Scheduler:
                     return
                 chosen = self._ready.take(pool.resident())
             assert chosen is not None
-            self._route(chosen.job_id, self._advance(chosen.job_id, Resource.accelerator))
+            try:
+                self._route(chosen.job_id, self._advance(chosen.job_id, Resource.accelerator))
+            except Exception as exc:  # the lane goes on; the job is taken again at next poll
+                self.deaths.record(threading.current_thread().name, exc)
+                self._done(chosen.job_id)
 
     def _advance(self, job_id: str, lane: Resource) -> Resource | None:
+        """Run the job's next phase, unless the daemon waits for room to write. A phase that
+        finds no room (a full disk, a read-only remount: in a step, a publish, or the journal's
+        own commit) pauses the daemon and leaves the job as the journal last recorded it; the
+        next journal poll after the pause takes it again, with no attempt counted."""
+        if self.room.paused:
+            return None
         try:
             return self.runner.advance(job_id, self._runs[lane])
-        except Exception:
-            # The journal or the disk failed under us; the job stays unfinished and the next
-            # poll picks it up again.
+        except Exception as exc:
+            if is_no_room(exc):
+                self.room.failed(exc)
+                self.wake.set()  # the daemon's loop says so at once
+                return None
+            # Anything else: the job stays unfinished and the next poll picks it up again.
             logger.exception("job phase crashed", job=job_id)
             return None
 
@@ -189,6 +228,9 @@ class Scheduler:
                 "cpu": {"workers": self._pools[Resource.cpu].view(), "waiting": cpu_waiting},
             },
             "steps": self._throughput.summary(),
+            "paused": self.room.paused,
+            "room": {"paths": [str(p) for p in self.room.paths()], "min_free": self.room.min_free},
+            "log_records_dropped": log.dropped(),
         }
 
     def stalled(self) -> str | None:

@@ -7,6 +7,7 @@ running steps given `stop_timeout` to finish, the rest left to resume at the nex
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -21,15 +22,16 @@ from caixa.config.rules import load as load_rules
 from caixa.config.settings import Settings
 from caixa.daemon import intake
 from caixa.daemon import jobs as job_phases
-from caixa.daemon.health import Supervisor
+from caixa.daemon.health import Supervisor, ThreadDeaths
 from caixa.daemon.jobs import JobRunner, Places
 from caixa.daemon.journal import TERMINAL, Claim, Journal, State, status_line
 from caixa.daemon.notify import Notifier
 from caixa.daemon.scheduler import Scheduler
+from caixa.daemon.space import Room
 from caixa.daemon.watcher import Watcher
 from caixa.daemon.workarea import NotRegularError, WorkArea
 from caixa.display import legible
-from caixa.errors import InputError, RulesError
+from caixa.errors import InputError, RulesError, is_no_room
 from caixa.home import Home
 from caixa.pipelines.registry import StepRegistry
 
@@ -70,7 +72,9 @@ class Daemon:
             settings.retry_backoff,
             settings.home,
         )
-        self.scheduler = Scheduler(self.runner, settings, self.wake)
+        self.room = Room(lambda: self._excluded(self.rules), settings.min_free)
+        self.deaths = ThreadDeaths()
+        self.scheduler = Scheduler(self.runner, settings, self.wake, self.room, self.deaths)
         self.watcher = Watcher(
             rules.inboxes(),
             settings,
@@ -83,12 +87,14 @@ class Daemon:
             {
                 "watcher": lambda: self.watcher.stalled(settings.stall_seconds),
                 "scheduler": self.scheduler.stalled,
+                "threads": self.deaths.check,
             },
             self._status,
         )
         self.rules_problem: str | None = None  # why the rules file on disk is not the one used
         self._reload_asked = False
         self._stop_signalled = False
+        self._recovered = False
         self._rules_loaded = self._rules_last = self._rules_key()
 
     def _excluded(self, rules: RuleSet) -> list[Path]:
@@ -96,8 +102,9 @@ class Daemon:
 
     def run(self, once: bool = False, on_tick: Callable[[Daemon], None] | None = None) -> Progress:
         self._install_signals()
+        self.deaths.install()
         self._check_usable(self.rules)
-        job_phases.recover(self.journal, self.work, self.rules.failed)
+        self._recover()
         self.scheduler.start()
         self.watcher.start()
         try:
@@ -110,6 +117,19 @@ class Daemon:
             # their workers end with the daemon; their jobs resume at that step at next start.
             os._exit(0)
         return self.progress
+
+    def _recover(self) -> None:
+        """Finish what a crash interrupted; with no room to write (a full disk at start), the
+        daemon starts paused and recovers once there is room, rather than exit and be
+        restarted into the same full disk by systemd, again and again."""
+        try:
+            job_phases.recover(self.journal, self.work, self.rules.failed)
+            self._recovered = True
+        except Exception as exc:
+            if not is_no_room(exc):
+                raise
+            self.room.failed(exc)
+            self._recovered = False
 
     def stop(self) -> None:
         self.stopping.set()
@@ -138,7 +158,8 @@ class Daemon:
 
     def _on_stop_signal(self, *_: object) -> None:
         if self._stop_signalled:  # asked again (Ctrl-C twice): leave now, as a crash would
-            os.write(2, b"caixa: stopping now; running steps resume at the next start\n")
+            with contextlib.suppress(OSError):  # a stderr that cannot be written stops nothing
+                os.write(2, b"caixa: stopping now; running steps resume at the next start\n")
             os._exit(0)
         self._stop_signalled = True
 
@@ -159,7 +180,8 @@ class Daemon:
                 self.stop()
                 break
             now = time.monotonic()
-            self.take(self.watcher.due(now))
+            if not self.room.paused:  # while paused, files stay in their inboxes
+                self.take(self.watcher.due(now))
             if ready_at is None:  # what the first scan found is due by then, unless still written
                 ready_at = now + self.settings.settle_seconds
             if not self.supervisor.ready and (now >= ready_at or not self.watcher.pending()):
@@ -169,8 +191,14 @@ class Daemon:
                 self._reload_asked = False
                 self.reload("SIGHUP")
             if now >= next_journal:
-                for job_id in self.journal.ready(time.time()):
-                    self.scheduler.submit(job_id)
+                was_paused = self.room.paused
+                if not self.room.check() and not self._recovered:
+                    self._recover()
+                if not self.room.paused:
+                    if was_paused:  # what came while paused is taken now, not at the next scan
+                        self.watcher.scan()
+                    for job_id in self.journal.ready(time.time()):
+                        self.scheduler.submit(job_id)
                 self._notice_rules_change()
                 next_journal = now + JOURNAL_POLL_SECONDS
             if now >= next_tick:
@@ -221,6 +249,8 @@ class Daemon:
     def _status(self) -> str:
         """The queue in a line, for `systemctl status`."""
         line = status_line(self.journal.counts())
+        if self.room.paused:
+            line = f"{self.room.paused}; {line}"
         if self.rules_problem:
             line += f"; rules file invalid, old rules kept: {self.rules_problem}"
         return line
@@ -296,15 +326,28 @@ class Daemon:
         claims = [(path, claim) for path in paths if (claim := self._claim_for(path))]
         if not claims:
             return
-        job_ids = self.journal.begin_claims([claim for _, claim in claims])
+        try:
+            job_ids = self.journal.begin_claims([claim for _, claim in claims])
+        except Exception as exc:
+            if not is_no_room(exc):
+                raise
+            self.room.failed(exc)  # the files stay in their inboxes; the scan after finds them
+            return
         for (path, claim), job_id in zip(claims, job_ids, strict=True):
             try:
                 self.work.claim(path, job_id, claim.rel.rsplit("/", 1)[-1], claim.inbox)
             except OSError as exc:
-                self.journal.forget(job_id)
+                if self.work.source(job_id, path.name).exists():  # moved; only its sync failed
+                    if is_no_room(exc):
+                        self.room.failed(exc)
+                    continue  # the job is the journal's: the poll after the pause takes it
+                with contextlib.suppress(Exception):  # else recovery forgets it at next start
+                    self.journal.forget(job_id)
                 self.work.remove(job_id)
                 if isinstance(exc, NotRegularError):
                     self._refuse(path, exc.strerror)
+                elif is_no_room(exc):
+                    self.room.failed(exc)
                 elif not isinstance(exc, FileNotFoundError):  # gone is fine: someone took it
                     logger.error("cannot claim file", path=str(path), error=str(exc))
                     self.watcher.settle(path)
@@ -343,6 +386,13 @@ class Daemon:
         return decision.claim
 
     def _refuse(self, path: Path, reason: str) -> None:
-        if self.journal.refuse(Path(legible(str(path))), legible(reason)):
+        try:
+            first = self.journal.refuse(Path(legible(str(path))), legible(reason))
+        except Exception as exc:  # recorded at a later look, once there is room
+            if not is_no_room(exc):
+                raise
+            self.room.failed(exc)
+            return
+        if first:
             self.progress.refused += 1
             logger.warning("refused", path=str(path), reason=reason)

@@ -34,6 +34,7 @@ from caixa import log
 from caixa.config.settings import Settings
 from caixa.daemon.intake import is_temp_name, refusal
 from caixa.daemon.mounts import is_network
+from caixa.errors import NO_ROOM_ERRNOS
 from caixa.home import Home
 
 logger = log.get("caixa.watcher")
@@ -290,6 +291,9 @@ class _Probe(FileSystemEventHandler):
         try:  # opened for writing and closed: an IN_CLOSE_WRITE event, and no disk write
             os.close(os.open(self.folder / "probe", os.O_WRONLY | os.O_CREAT, 0o644))
         except OSError as exc:
+            if exc.errno in NO_ROOM_ERRNOS:  # a full or read-only home: the pause says it
+                self.sent = None
+                return None
             return f"cannot write its probe in the home: {exc}"
         return None
 

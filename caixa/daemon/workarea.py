@@ -49,8 +49,9 @@ class WorkArea:
         symlink points to is never opened), a folder is put back. No folder between `inbox`
         and the file is followed.
 
-        No sync is needed: the job's row is durable before the rename, so after a power cut the
-        daemon finds the file in exactly one of the two places and carries on from there."""
+        The job's row is durable before the rename, and the rename is durable (both folders
+        synced) before any later phase is recorded: after a power cut the file is never back
+        in its inbox while its job has gone on, which would take it a second time."""
         target = self.source(job_id, name)
         try:
             st = claim_move(path, target, inbox)

@@ -24,6 +24,7 @@ from caixa.config import rules as rules_file
 from caixa.config.rules import RuleSet
 from caixa.display import shown_lines
 from caixa.errors import CaixaError
+from caixa.pipelines.common.timecode import clock
 from caixa.pipelines.llm.chat import ChatModel
 from caixa.web import words
 from caixa.web.security import csrf_token
@@ -69,7 +70,7 @@ class Site:
             finalize=_legible_text,
         )
         self.templates.install_gettext_callables(i18n._, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
-        self.templates.filters.update(when=when, ago=ago, size=size, quote=quote)
+        self.templates.filters.update(when=when, ago=ago, size=size, quote=quote, clock=clock)
         self.templates.globals.update(states=words.STATES, failure=words.failure)
 
     async def in_models_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -64,7 +64,7 @@ def error(tmp_path: Path, text: str) -> str:
             "rules.yaml:2: rules[0].name:",
         ),
         ("rules:\n  - name: a\n    inbox: in\n    steps: [{a: 1, b: 2}]\n", "rules.yaml:4:"),
-        ("", "rules.yaml:?: rules: missing key 'rules'"),
+        ("", "rules.yaml:1: rules: missing key 'rules'"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -98,12 +98,12 @@ rules:
 def test_unavailable_steps_make_a_rule_wait_with_the_reason(tmp_path: Path) -> None:
     ruleset = load(
         tmp_path,
-        "rules:\n  - {name: a, inbox: in, steps: [transcribe, needs_missing, broken, copy]}\n",
+        "rules:\n  - {name: a, inbox: in, steps: [lipread, needs_missing, broken, copy]}\n",
     )
     (rule,) = ruleset.rules
     assert not rule.active
     unknown, missing, broken = rule.unavailable
-    assert unknown.startswith("transcribe: no step named 'transcribe' is installed (known: broken,")
+    assert unknown.startswith("lipread: no step named 'lipread' is installed (known: broken,")
     assert "python package 'caixa_no_such_module'" in missing
     assert "program 'caixa-no-such-tool'" in missing
     assert "pip install 'caixa[vision]'" in missing

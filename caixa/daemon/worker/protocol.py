@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caixa import models
-from caixa.errors import StepError, is_transient
+from caixa.errors import StepError, is_no_room, is_transient
 from caixa.pipelines.base import StepInput, StepResult
 from caixa.pipelines.registry import StepUnavailableError
 
@@ -68,6 +68,7 @@ class Failure:
     transient: bool
     expected: bool  # a failure a user can act on: no traceback in error.json
     traceback: list[str]
+    no_room: bool = False  # the disk was full or read-only: the job waits, no attempt counted
 
     @classmethod
     def of(cls, exc: BaseException) -> Failure:
@@ -80,6 +81,7 @@ class Failure:
             transient=is_transient(exc),
             expected=isinstance(exc, StepError | StepUnavailableError | OSError),
             traceback=traceback.format_exception(exc)[-3:],
+            no_room=is_no_room(exc),
         )
 
 

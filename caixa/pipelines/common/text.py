@@ -63,3 +63,14 @@ def input_text(job: StepInput, step: str) -> tuple[str, str]:
         f"{step} reads text, and {job.source_name} is {job.media_type}: "
         "put an ocr or text step before it in the rule"
     )
+
+
+def check_length(text: str, limit: int, step: str, what: str) -> None:
+    """Refuse a text longer than a rule's `max_characters` for `step`, saying how long it is,
+    how much work that would be (`what`), and how to go on."""
+    if len(text) > limit:
+        raise InputError(
+            f"the text has {len(text):,} characters, over this rule's limit of {limit:,} for "
+            f"{step} (max_characters){what}; split the file, or raise max_characters in the "
+            f"rule's {step} step"
+        )

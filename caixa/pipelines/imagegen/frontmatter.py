@@ -57,12 +57,15 @@ def _load(raw: str, first: int) -> tuple[dict[str, Any], dict[str, int]]:
     """The mapping, and the file line of each top-level key."""
     try:
         node = yaml.compose(raw, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(raw)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + first}: " if mark else ""
         raise InputError(
             f"the front matter is not valid YAML: {where}{exc.problem or exc}"
         ) from exc
+    except yaml.YAMLError as exc:  # a control character: the reader's error has no mark
+        raise InputError(f"the front matter is not valid YAML: {exc}") from exc
     if node is None:
         return {}, {}
     if not isinstance(node, yaml.MappingNode):
@@ -78,7 +81,7 @@ def _load(raw: str, first: int) -> tuple[dict[str, Any], dict[str, int]]:
                 f"the front matter gives {key.value!r} twice (lines {lines[key.value]} and {line})"
             )
         lines[key.value] = line
-    return {str(k): v for k, v in yaml.safe_load(raw).items()}, lines
+    return {str(k): v for k, v in data.items()}, lines
 
 
 def _describe(exc: ValidationError, model: type[BaseModel], lines: dict[str, int]) -> str:

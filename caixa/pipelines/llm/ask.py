@@ -24,6 +24,7 @@ from typing import Any
 from caixa.errors import StepError
 from caixa.pipelines.common.language import detect
 from caixa.pipelines.common.language import name as language_name
+from caixa.pipelines.common.timecode import clock
 from caixa.pipelines.index.retrieve import Finder, Hit
 from caixa.pipelines.llm.chat import ChatModel, Generation, Message, conversation, pieces, room
 
@@ -49,12 +50,20 @@ class Source:
     text: str  # the output whose text matched (the OCR text, a translation...)
     folder: str | None  # the job's output folder, when it has one
     cited: bool  # the answer refers to it
+    start: float | None = None  # seconds into a recording where it was said; None for text
+
+    @property
+    def place(self) -> str:
+        """`at 03:12` in a recording, else `page 2`."""
+        return f"at {clock(self.start)}" if self.start is not None else f"page {self.page}"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "number": self.number,
             "file": self.file,
             "page": self.page,
+            "start": self.start,
+            "time": clock(self.start) if self.start is not None else None,
             "text": self.text,
             "folder": self.folder,
             "cited": self.cited,
@@ -120,6 +129,7 @@ def answer(
             text=hit.artifact,
             folder=str(hit.folder) if hit.folder is not None else None,
             cited=n in cited,
+            start=hit.start,
         )
         for n, (hit, _) in enumerate(given, 1)
     ]
@@ -135,13 +145,12 @@ def citations(text: str, given: int) -> tuple[str, set[int]]:
 
 
 def quoted(number: int, hit: Hit, text: str) -> str:
-    """A passage as the model reads it: numbered, with its file and page, between tags that
+    """A passage as the model reads it: numbered, with its file and page (or time), in tags that
     nothing in the document can close (a `</source` in it is defused)."""
     name = TAG.sub("‹\\1\\2", hit.document.source_name).replace('"', "'")
     body = TAG.sub("‹\\1\\2", text)
-    return (
-        f'<source number="{number}" file="{name}" page="{hit.page}">\n[{number}] {body}\n</source>'
-    )
+    where = f'at="{hit.place}"' if hit.start is not None else f'page="{hit.page}"'
+    return f'<source number="{number}" file="{name}" {where}>\n[{number}] {body}\n</source>'
 
 
 def fit(hits: list[Hit], budget: int, model: ChatModel) -> list[tuple[Hit, str]]:
@@ -163,7 +172,8 @@ def fit(hits: list[Hit], budget: int, model: ChatModel) -> list[tuple[Hit, str]]
 
 
 def markdown(found: Answer) -> str:
-    """The answer, then its sources as a list: file, page, where its outputs are."""
+    """The answer, then its sources as a list: file, page (or time in a recording), where its
+    outputs are."""
     lines = [f"# {' '.join(found.question.split())}", "", found.text]
     if found.sources:
         used = ", ".join(f"[{n}]" for n in found.cited)
@@ -178,5 +188,5 @@ def markdown(found: Answer) -> str:
             where = f" in `{s.folder}/`" if s.folder else ""
             text = f" ({s.text})" if s.text != s.file else ""
             mark = "" if s.cited else " (not cited)"
-            lines.append(f"{s.number}. **{s.file}**{text}, page {s.page}{where}{mark}")
+            lines.append(f"{s.number}. **{s.file}**{text}, {s.place}{where}{mark}")
     return "\n".join(lines) + "\n"

@@ -44,7 +44,7 @@ from caixa.pipelines.base import (
 )
 from caixa.pipelines.common.language import detect
 from caixa.pipelines.common.language import name as language_name
-from caixa.pipelines.common.text import input_text
+from caixa.pipelines.common.text import check_length, input_text
 from caixa.pipelines.llm.chat import (
     MIN_DOCUMENT,
     ChatModel,
@@ -125,6 +125,8 @@ class LlmParams(BaseModel):
     seed: int = 0  # the same file gets the same answer
     passages: int = Field(5, ge=1, le=50)  # ask: index passages given to the model
     timeout: float = Field(300.0, gt=0)  # seconds a server may take for one answer
+    # The model reads only what fits its context; this bounds what is read and cut at all.
+    max_characters: int = Field(1_000_000, ge=1)
 
     @field_validator("server")
     @classmethod
@@ -234,6 +236,7 @@ class LlmStep(BaseStep):
 
     def run(self, job: StepInput, params: LlmParams) -> StepResult:
         text, read_from = read_text(job)
+        check_length(text, params.max_characters, "llm", "")
         model = open_model(
             params.model,
             params.server,

@@ -1,8 +1,10 @@
 """The translate step, and `translate_text` for other code (search translates its queries).
 
-The source language is detected unless the rule names it, and a text already in the target
-language is left alone. The text is cut by caixa's own splitter into pages (form feeds),
-paragraphs and sentences, translated by an engine, and put back in the same shape.
+The source language is the rule's, else the one an earlier step found (`fields["language"]`:
+the language transcribe heard), else detected; a text already in the target language is left
+alone. The text is cut by caixa's own splitter into pages (form feeds),
+paragraphs and sentences, translated by an engine, and put back in the same shape: one
+paragraph for each paragraph, which is how a transcript's times stay with its translation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from caixa.errors import InputError, StepError
 from caixa.pipelines.base import (
@@ -28,7 +30,7 @@ from caixa.pipelines.common.language import COMMON, detect
 from caixa.pipelines.common.language import MODULE as DETECTOR
 from caixa.pipelines.common.language import code as language_code
 from caixa.pipelines.common.sentences import paragraphs, pieces
-from caixa.pipelines.common.text import input_text
+from caixa.pipelines.common.text import check_length, input_text
 from caixa.pipelines.translate import argos, bergamot
 
 Engine = Literal["auto", "bergamot", "argos"]
@@ -48,6 +50,7 @@ class TranslateParams(BaseModel):
     engine: Engine = "auto"  # auto: bergamot for en<->pt, argos for the rest
     source: str = "auto"  # or the language the texts are in, when detection guesses wrong
     argos_models: Path | list[Path] | None = None  # a folder of .argosmodel files, or files
+    max_characters: int = Field(500_000, ge=1)  # about 200 pages; more holds the lane too long
 
     @field_validator("to", "source", mode="before")
     @classmethod
@@ -89,19 +92,24 @@ class TranslateStep(BaseStep):
         text, _ = input_text(job, "translate")
         if not _has_words(text):
             raise InputError("there is no text to translate: it is empty or has no words")
+        check_length(text, params.max_characters, "translate", "")
         own = []
         if params.argos_models is not None:
             own = argos.install(argos.model_files(params.argos_models), job.home)
         facts: dict[str, object] = {"target_language": params.to}
         models = []
-        if params.source == "auto":
+        told = job.fields.get("language")
+        if params.source != "auto":
+            source = params.source
+            facts.update(source_language=source)
+        elif told:  # an earlier step knows it better than the text does (transcribe)
+            source = told
+            facts.update(source_language=source, source_language_from="step")
+        else:
             found = detect(text, _candidates(job.home))
             source = found.language
             facts.update(source_language=source, confidence=found.confidence)
             models.append(DETECTOR)
-        else:
-            source = params.source
-            facts.update(source_language=source)
         if source == params.to:
             return StepResult(
                 data={"translated": False, "reason": f"already {source}", **facts}, models=models
