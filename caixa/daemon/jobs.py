@@ -8,6 +8,7 @@ scheduler's lanes; this module knows nothing about threads.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,11 @@ class JobRunner:
         load (from its plan), and its rule's priority."""
         job = self.journal.get(job_id)
         spec = job.steps[job.step]
-        return Waiting(job.id, spec.get("model"), spec.get("priority", 0))
+        step = self.registry.availability(spec["name"]).step
+        batch = None
+        if step is not None and hasattr(step, "run_batch"):
+            batch = f"{spec['name']} {json.dumps(spec['params'], sort_keys=True)}"
+        return Waiting(job.id, spec.get("model"), spec.get("priority", 0), batch)
 
     def advance(self, job_id: str, run: StepRun) -> Resource | None:
         """Run the job's next phase (a step through `run`); return the lane of the phase after
@@ -172,6 +177,7 @@ class JobRunner:
                     "device": done.device,
                     "notes": done.notes,
                     "seconds": round(seconds, 6),
+                    **({"batch": done.batch} if done.batch > 1 else {}),
                 },
             )
             logger.info(
@@ -316,6 +322,7 @@ class JobRunner:
                 "resource": run.result["resource"],
                 "device": run.result.get("device", "cpu"),
                 **({"notes": run.result["notes"]} if run.result.get("notes") else {}),
+                **({"batch": run.result["batch"]} if run.result.get("batch") else {}),
                 "started_at": outputs.now_iso(run.started_at),
                 "seconds": run.result["seconds"],
                 "models": run.result["models"],

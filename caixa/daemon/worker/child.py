@@ -28,6 +28,7 @@ from structlog.contextvars import bound_contextvars
 from caixa import log, models, offline
 from caixa.daemon.worker.device import detect_memory, gpu_bytes, resolve_device
 from caixa.daemon.worker.protocol import (
+    Batch,
     Failure,
     Hello,
     Reply,
@@ -63,7 +64,9 @@ class Worker:
             cores = sorted(os.sched_getaffinity(0))
             os.sched_setaffinity(0, cores[-config.threads :])
 
-    def handle(self, request: Task | Unload) -> Reply:
+    def handle(self, request: Task | Batch | Unload) -> Reply:
+        if isinstance(request, Batch):
+            return self._batch(request)
         if isinstance(request, Unload):
             gone = models.unload(request.models)
             if gone:
@@ -76,6 +79,44 @@ class Worker:
             except Exception as exc:
                 return self._reply(failure=Failure.of(exc), loaded_from=before)
         return self._reply(result=result, device=device, notes=notes, loaded_from=before)
+
+    def _batch(self, batch: Batch) -> Reply:
+        """The tasks through the step's `run_batch`, one reply each. A task whose input is bad
+        fails alone (`run_batch` returns its exception); when the batch as a whole fails (out
+        of memory, a bug), each task runs alone, so only the one at fault fails."""
+        first = batch.tasks[0]
+        before = {r.name for r in models.resident()}
+        with bound_contextvars(step=first.step, batch=len(batch.tasks)):
+            try:
+                outcomes, notes = self._run_batch(batch)
+            except Exception as exc:
+                logger.warning("the batch failed; running its steps one by one", error=str(exc))
+                return self._reply(each=[self.handle(t) for t in batch.tasks], loaded_from=before)
+        each = [
+            self._reply(failure=Failure.of(o))
+            if isinstance(o, BaseException)
+            else self._reply(result=o, device=self.device, notes=notes, batch=len(outcomes))
+            for o in outcomes
+        ]
+        return self._reply(each=each, loaded_from=before)
+
+    def _run_batch(self, batch: Batch) -> tuple[list[StepResult | Exception], list[str]]:
+        first = batch.tasks[0]
+        step = default_registry().get(first.step)
+        params = step.Params.model_validate(first.params)
+        evicted = models.make_room(first.model, self.budget)
+        notes = [f"unloaded {', '.join(evicted)} to make room for {first.model}"] if evicted else []
+        jobs = [
+            replace(t.job, device=self.device, threads=self.config.threads) for t in batch.tasks
+        ]
+        self._use_threads()
+        with models.serving(first.model):
+            outcomes = list(step().run_batch(jobs, params))  # type: ignore[attr-defined]
+        if len(outcomes) != len(jobs):
+            raise StepError(
+                f"{first.step}'s run_batch returned {len(outcomes)} results for {len(jobs)} jobs"
+            )
+        return outcomes, [*notes, f"ran in a batch of {len(jobs)}"]
 
     def _execute(self, task: Task) -> tuple[StepResult, str, list[str]]:
         """Run the step; when memory runs out, unload everything and try once more (with the
@@ -116,10 +157,13 @@ class Worker:
             models.unload()  # its CPU copies must not serve the next run on the GPU
         return result, "cpu", [*notes, "ran on the CPU: the GPU ran out of memory twice"]
 
-    def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
+    def _use_threads(self) -> None:
         torch = sys.modules.get("torch")
         if torch is not None and torch.get_num_threads() != self.config.threads:
             torch.set_num_threads(self.config.threads)  # a library may have changed it
+
+    def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
+        self._use_threads()
         with models.serving(task.model):
             return step().run(replace(task.job, device=device, threads=self.config.threads), params)
 

