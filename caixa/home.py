@@ -54,7 +54,8 @@ class Home:
 
     @property
     def models(self) -> Path:
-        """Models caixa assembles from packaged parts (Whisper base), once, then loads by path."""
+        """Models caixa assembles from packaged parts, once, then loads by path: Whisper base,
+        the e5 embedder's ONNX files."""
         return self.root / "models"
 
     @property

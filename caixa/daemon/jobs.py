@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -87,7 +88,11 @@ class JobRunner:
         load (from its plan), and its rule's priority."""
         job = self.journal.get(job_id)
         spec = job.steps[job.step]
-        return Waiting(job.id, spec.get("model"), spec.get("priority", 0))
+        step = self.registry.availability(spec["name"]).step
+        batch = None
+        if step is not None and hasattr(step, "run_batch"):
+            batch = f"{spec['name']} {json.dumps(spec['params'], sort_keys=True)}"
+        return Waiting(job.id, spec.get("model"), spec.get("priority", 0), batch)
 
     def advance(self, job_id: str, run: StepRun) -> Resource | None:
         """Run the job's next phase (a step through `run`); return the lane of the phase after
@@ -184,6 +189,7 @@ class JobRunner:
                     "device_reason": done.device_reason,
                     "notes": done.notes,
                     "seconds": round(seconds, 6),
+                    **({"batch": done.batch} if done.batch > 1 else {}),
                 },
             )
             logger.info(
@@ -330,6 +336,7 @@ class JobRunner:
                 "device": run.result.get("device", "cpu"),
                 "device_reason": run.result.get("device_reason", ""),
                 **({"notes": run.result["notes"]} if run.result.get("notes") else {}),
+                **({"batch": run.result["batch"]} if run.result.get("batch") else {}),
                 "started_at": outputs.now_iso(run.started_at),
                 "seconds": run.result["seconds"],
                 "models": run.result["models"],

@@ -8,12 +8,18 @@ next, whatever its model. Counting from the last change (not from its arrival) m
 backlog: everything there has waited long, and counting from arrival would make every pick a
 swap again. So a full backlog is served in runs of `bound` steps per model: at most one swap
 per `bound` steps, plus one per model. Rule priorities come before all of this.
+
+A step that can run several jobs at once (`run_batch`) takes along the other waiting jobs of
+the same step and params (so the same model), up to BATCH; each counts as a pick, so the bound
+still holds within one batch's size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+
+BATCH = 8  # most jobs in one batch: a longer one would hold the lane too long
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,7 @@ class Waiting:
     job_id: str
     model: str | None  # what the step would load (`model_of`); None: no model to swap
     priority: int = 0  # the rule's; higher goes first
+    batch: str | None = None  # jobs with the same key may run as one batch; None: alone
 
 
 @dataclass
@@ -65,6 +72,21 @@ class ReadySet:
         self._picks += 1
         self._entries.remove(chosen)
         return chosen.item
+
+    def take_like(self, first: Waiting, limit: int = BATCH - 1) -> list[Waiting]:
+        """The oldest waiting jobs that may run in one batch with `first` (same key, same
+        priority), up to `limit`; each counts as a pick."""
+        if first.batch is None:
+            return []
+        found = [
+            e
+            for e in self._entries
+            if e.item.batch == first.batch and e.item.priority == first.priority
+        ][:limit]
+        for e in found:
+            self._entries.remove(e)
+        self._picks += len(found)
+        return [e.item for e in found]
 
     def by_model(self) -> dict[str, int]:
         counts: dict[str, int] = {}

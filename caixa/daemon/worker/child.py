@@ -28,6 +28,7 @@ from structlog.contextvars import bound_contextvars
 from caixa import log, models, offline
 from caixa.daemon.worker.device import choose, detect_memory, gpu_bytes, resolve_device
 from caixa.daemon.worker.protocol import (
+    Batch,
     Failure,
     Hello,
     Reply,
@@ -63,7 +64,9 @@ class Worker:
             cores = sorted(os.sched_getaffinity(0))
             os.sched_setaffinity(0, cores[-config.threads :])
 
-    def handle(self, request: Task | Unload) -> Reply:
+    def handle(self, request: Task | Batch | Unload) -> Reply:
+        if isinstance(request, Batch):
+            return self._batch(request)
         if isinstance(request, Unload):
             gone = models.unload(request.models)
             if gone:
@@ -86,6 +89,47 @@ class Worker:
             return "cpu", "cpu: a CPU lane"
         backend_of = getattr(step, "backend_of", None)  # a plugin may not have it
         return choose(self.config.device, backend_of(params) if backend_of else None)
+
+    def _batch(self, batch: Batch) -> Reply:
+        """The tasks through the step's `run_batch`, one reply each. A task whose input is bad
+        fails alone (`run_batch` returns its exception); when the batch as a whole fails (out
+        of memory, a bug), each task runs alone, so only the one at fault fails."""
+        first = batch.tasks[0]
+        before = {r.name for r in models.resident()}
+        with bound_contextvars(step=first.step, batch=len(batch.tasks)):
+            try:
+                outcomes, (device, why), notes = self._run_batch(batch)
+            except Exception as exc:
+                logger.warning("the batch failed; running its steps one by one", error=str(exc))
+                return self._reply(each=[self.handle(t) for t in batch.tasks], loaded_from=before)
+        each = [
+            self._reply(failure=Failure.of(o))
+            if isinstance(o, BaseException)
+            else self._reply(
+                result=o, device=device, device_reason=why, notes=notes, batch=len(outcomes)
+            )
+            for o in outcomes
+        ]
+        return self._reply(each=each, loaded_from=before)
+
+    def _run_batch(
+        self, batch: Batch
+    ) -> tuple[list[StepResult | Exception], tuple[str, str], list[str]]:
+        first = batch.tasks[0]
+        step = default_registry().get(first.step)
+        params = step.Params.model_validate(first.params)
+        placed = self._place(step, params)
+        evicted = models.make_room(first.model, self.budget)
+        notes = [f"unloaded {', '.join(evicted)} to make room for {first.model}"] if evicted else []
+        jobs = [replace(t.job, device=placed[0], threads=self.config.threads) for t in batch.tasks]
+        self._use_threads()
+        with models.serving(first.model):
+            outcomes = list(step().run_batch(jobs, params))  # type: ignore[attr-defined]
+        if len(outcomes) != len(jobs):
+            raise StepError(
+                f"{first.step}'s run_batch returned {len(outcomes)} results for {len(jobs)} jobs"
+            )
+        return outcomes, placed, [*notes, f"ran in a batch of {len(jobs)}"]
 
     def _execute(self, task: Task) -> tuple[StepResult, tuple[str, str], list[str]]:
         """Run the step; when memory runs out, unload everything and try once more (with the
@@ -129,10 +173,13 @@ class Worker:
         gone = "cpu: the GPU ran out of memory twice (cpu_fallback: true)"
         return result, ("cpu", gone), [*notes, "ran on the CPU: the GPU ran out of memory twice"]
 
-    def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
+    def _use_threads(self) -> None:
         torch = sys.modules.get("torch")
         if torch is not None and torch.get_num_threads() != self.config.threads:
             torch.set_num_threads(self.config.threads)  # a library may have changed it
+
+    def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
+        self._use_threads()
         with models.serving(task.model):
             return step().run(replace(task.job, device=device, threads=self.config.threads), params)
 

@@ -19,11 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from caixa import log
 from caixa.daemon.worker.protocol import (
+    Batch,
     Hello,
     RemoteStepError,
     Reply,
@@ -67,18 +69,20 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def run(self, task: Task, timeout: float) -> Reply:
-        """Run one step; raise RemoteStepError, WorkerDiedError or StepTimeoutError when it
-        does not end well."""
+    def run(self, task: Task | Batch, timeout: float) -> Reply:
+        """Run one step, or a batch of them (whose reply holds each one's outcome); raise
+        RemoteStepError, WorkerDiedError or StepTimeoutError when it does not end well."""
         if self.proc is not None and self.proc.poll() is not None:
             logger.warning("worker died while idle", worker=self.name, code=self.kill())
         self._ensure()
-        self.busy = (task, time.time())
+        # a batch shows as its first task, with the batch's limit (the lane's stall check)
+        first = replace(task.tasks[0], timeout=timeout) if isinstance(task, Batch) else task
+        self.busy = (first, time.time())
         self.on_change()
         try:
             reply = self._call(task, timeout)
         except TimeoutError:
-            raise StepTimeoutError(_overran(task, timeout)) from None
+            raise StepTimeoutError(_overran(first, timeout)) from None
         finally:
             self.busy = None
         if reply.failure is not None:
@@ -116,7 +120,7 @@ class WorkerProcess:
         logger.info("worker started", worker=self.name, pid=self.pid, device=self.hello.device)
         return self.hello
 
-    def _call(self, request: Task | Unload, timeout: float) -> Reply:
+    def _call(self, request: Task | Batch | Unload, timeout: float) -> Reply:
         assert self.conn is not None
         try:
             self.conn.send(request)
@@ -199,7 +203,7 @@ class WorkerPool:
         self._closed = False
         self._keeper = threading.Thread(target=self._keep, name=f"caixa-{lane}-keep", daemon=True)
 
-    def run(self, task: Task, timeout: float) -> Reply:
+    def run(self, task: Task | Batch, timeout: float) -> Reply:
         with self._lease() as worker:
             try:
                 return worker.run(task, timeout)

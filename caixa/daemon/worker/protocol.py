@@ -1,7 +1,7 @@
 """What the daemon and a worker process say to each other, as plain picklable data.
 
-A WorkerConfig first, answered by a Hello; then Task and Unload requests, each answered by a
-Reply. A step's exception crosses as a Failure, classified once, here, for both sides.
+A WorkerConfig first, answered by a Hello; then Task, Batch and Unload requests, each answered
+by a Reply (a Batch's holds one Reply per task, in order). A step's exception crosses as a Failure, classified once, here, for both sides.
 """
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """Steps of several jobs with the same step and params (so the same model), for the
+    step's `run_batch`: one model call for all of them."""
+
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True)
 class Unload:
     models: list[str] | None  # None: every model
 
@@ -103,6 +111,8 @@ class Reply:
     loaded: list[str] = field(default_factory=list)  # models this request loaded
     resident: list[models.Resident] = field(default_factory=list)
     gpu_bytes: int | None = None  # torch's allocated GPU memory after the request
+    each: list[Reply] = field(default_factory=list)  # a Batch's: one per task, in order
+    batch: int = 1  # how many jobs' steps ran together in the call that made `result`
 
 
 def describe(exc: BaseException) -> str:

