@@ -83,3 +83,18 @@ class Settings(BaseSettings):
         pattern=r"^(\d+(\.\d+)?[KMGT]?|\d{1,3}%|infinity)$",
         description="the service's MemoryMax= (bytes with K/M/G/T, a % of RAM, or infinity)",
     )
+    ray_address: str = Field(
+        default="",
+        description="a Ray cluster to run accelerator steps on: its address (host:port, ray://..."
+        " or auto); empty: local workers only",
+    )
+    ray_resource: str = Field(
+        default="accelerator",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the Ray resource a node offers to take caixa's accelerator steps",
+    )
+    ray_local_steps: list[str] = Field(
+        default=["index"],
+        description="steps that stay on this machine even with a cluster: they keep state in"
+        " caixa's home (the search index)",
+    )
