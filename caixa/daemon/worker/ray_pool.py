@@ -49,6 +49,7 @@ LOOK_EVERY = 2.0  # seconds between looks at the cluster's nodes
 GONE_AFTER = 15.0  # seconds without an answer from the cluster before it counts as gone
 WAIT_STEP = 1.0  # seconds between looks at a running step's node
 ACTOR_START = 120.0  # seconds an actor may take to start (it may import torch)
+BENCH = 30.0  # seconds a node whose worker was lost waits for a new one (it may be leaving)
 
 
 def enabled(address: str) -> bool:
@@ -311,9 +312,7 @@ class RayWorker:
         except (TimeoutError, ray.exceptions.RayError) as exc:
             self.kill()
             self.dead = True
-            raise WorkerDiedError(
-                f"the worker on node {self.address} did not start: {exc}"
-            ) from None
+            raise NotStartedError(f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         logger.info(
             "ray worker started",
             worker=self.name,
@@ -393,6 +392,10 @@ class Lacking(Exception):  # noqa: N818  (a node's answer, not an error of the s
     """The node cannot run this step: its extra or model is not installed there."""
 
 
+class NotStartedError(Exception):
+    """The node's worker did not start (its node is leaving): the step was never sent."""
+
+
 class RayPool(WorkerPool):
     """The lane's workers on the cluster's nodes; the local pool when none can take a step."""
 
@@ -417,6 +420,7 @@ class RayPool(WorkerPool):
         self.why: str | None = None
         self._seen = time.monotonic()
         self._told: set[tuple[str, str]] = set()
+        self._benched: dict[str, float] = {}  # node -> until when it gets no new worker
         threading.Thread(target=self._watch, name=f"caixa-ray-{lane}", daemon=True).start()
 
     @property
@@ -434,6 +438,10 @@ class RayPool(WorkerPool):
                 return worker.run(task, timeout)
             except Lacking as exc:
                 self._lacks(worker, task, str(exc))
+            except NotStartedError as exc:
+                logger.warning(
+                    "a Ray node's worker did not start", node=worker.address, error=str(exc)
+                )
             finally:
                 self._give_back(worker)
                 self.on_change()
@@ -463,6 +471,7 @@ class RayPool(WorkerPool):
             if worker.dead:
                 if worker in self.workers:
                     self.workers.remove(worker)
+                self._benched[worker.node_id] = time.monotonic() + BENCH
             else:
                 self._idle.append(worker)
             self._cond.notify_all()
@@ -549,7 +558,9 @@ class RayPool(WorkerPool):
                         self._idle.remove(worker)
                         self.workers.remove(worker)
                     changed = True
+            now = time.monotonic()
             known = {w.node_id for w in self.workers}
+            known |= {n for n, until in self._benched.items() if until > now}
             for node_id, node in offering.items():
                 if node_id not in known:
                     worker = RayWorker(node, self.lane, self.remote_config, self.on_change)
