@@ -26,7 +26,7 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip install -q)
-extras="dev,ocr,translate,index,tts,vision,imagegen,llm"
+extras="dev,ocr,translate,index,tts,vision,imagegen,llm,ray"
 [ "${1:-}" = "--bench" ] && extras="$extras,bench"
 stamp=.venv/.caixa-setup
 want=$(cat pyproject.toml scripts/setup.sh <(echo "$extras") | sha256sum | cut -d' ' -f1)
