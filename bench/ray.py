@@ -15,6 +15,7 @@ call) against the local worker pool: the mean step time on one node minus the lo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -34,6 +35,13 @@ ROUNDS = 20  # files per model
 ASSETS = Path(next(iter(find_spec("ultralytics").submodule_search_locations))) / "assets"
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 NODE = {"node_ip_address": "127.0.0.1", "object_store_memory": 80 * 2**20}
+TESTS = Path(__file__).resolve().parents[1] / "tests" / "plugins"  # the `sleepy` step
+BARE = """
+rules:
+  - name: bare
+    inbox: inbox/bare
+    steps: [{sleepy: {seconds: 0}}]
+"""
 RULES = """
 rules:
   - name: people
@@ -90,12 +98,17 @@ def add_node(c: Any, core: int) -> None:
 
 
 def serve(
-    root: Path, name: str, arrivals: list[tuple[str, Path]], nodes: int = 0, **settings: Any
+    root: Path,
+    name: str,
+    arrivals: list[tuple[str, Path]],
+    nodes: int = 0,
+    rules: str = RULES,
+    **settings: Any,
 ) -> dict[str, Any]:
     run = root / name
-    for inbox in ("people", "labels", "speech"):
+    for inbox in {inbox for inbox, _ in arrivals}:
         (run / "inbox" / inbox).mkdir(parents=True)
-    (run / "rules.yaml").write_text(RULES)
+    (run / "rules.yaml").write_text(rules)
     home = run / "home"
     with daemon(run / "rules.yaml", home, log_format="json", **settings) as proc:
         log = home.with_suffix(".log")
@@ -114,11 +127,18 @@ def serve(
         "SELECT name, AVG(finished_at - started_at) AS mean, COUNT(*) AS n FROM step_runs"
         " GROUP BY name ORDER BY name",
     )
-    outputs = run / "outputs"
-    assert len(list(outputs.glob("speech/*/*.wav"))) == ROUNDS
-    assert len(list(outputs.glob("labels/*/*.labels.json"))) == ROUNDS
-    assert len(list(outputs.glob("people/*/*.detections.json"))) == ROUNDS
+    if rules == RULES:
+        outputs = run / "outputs"
+        assert len(list(outputs.glob("speech/*/*.wav"))) == ROUNDS
+        assert len(list(outputs.glob("labels/*/*.labels.json"))) == ROUNDS
+        assert len(list(outputs.glob("people/*/*.detections.json"))) == ROUNDS
+    where: dict[str, int] = {}
+    for row in journal(home, "SELECT result FROM step_runs WHERE result IS NOT NULL"):
+        notes = json.loads(row["result"]).get("notes", [])
+        node = next((n.split()[-1] for n in notes if n.startswith("ran on Ray node")), "here")
+        where[node] = where.get(node, 0) + 1
     return {
+        "steps_by_node": where,
         "jobs": len(rows),
         "seconds": round(seconds, 1),
         "jobs_per_minute": round(len(rows) * 60 / seconds, 1),
@@ -135,19 +155,35 @@ def main() -> None:
         root = Path(tmp)
         arrivals = prepare(root)
         print(f"{len(arrivals)} jobs, interleaved: detect, classify, tts")
+        bare = [("bare", root / "staged" / f"bare-{i:02}.txt") for i in range(60)]
+        for i, (_, path) in enumerate(bare):
+            path.write_text(f"bare {i}\n")
+        os.environ["PYTHONPATH"] = str(TESTS)
         local = serve(root, "local", arrivals, accelerator_threads=1)
+        bare_local = serve(root, "bare-local", bare, 0, BARE, accelerator_threads=1)
         with cluster() as c:
             add_node(c, cores[0])
             one = serve(root, "one-node", arrivals, 1, ray_address=c.address)
+            bare_one = serve(root, "bare-one-node", bare, 1, BARE, ray_address=c.address)
             add_node(c, cores[1])
             two = serve(root, "two-nodes", arrivals, 2, ray_address=c.address)
     for name, r in (("local worker pool", local), ("ray, one node", one), ("ray, two nodes", two)):
         print(f"{name:<18} {r['jobs_per_minute']:6.1f} jobs/min  {r['seconds']:6.1f} s")
         print(f"{'':<18} mean step seconds: {r['step_seconds']}")
+        print(f"{'':<18} steps by node: {r['steps_by_node']}")
     speedup = ratio(two["jobs_per_minute"], one["jobs_per_minute"])
     overhead_ms = round((one["mean_step_seconds"] - local["mean_step_seconds"]) * 1000, 1)
     print(f"two nodes / one node: {speedup}x jobs per minute (target 1.6x)")
-    print(f"overhead per step, one Ray node against the local worker pool: {overhead_ms} ms")
+    print(f"overhead per model step, one Ray node against the local worker pool: {overhead_ms} ms")
+    bare_ms = {
+        name: round(r["mean_step_seconds"] * 1000, 1)
+        for name, r in (("local", bare_local), ("one_node", bare_one))
+    }
+    print(
+        f"an empty step (sleepy 0 s): {bare_ms['local']} ms on the local worker pool,"
+        f" {bare_ms['one_node']} ms on one Ray node:"
+        f" {round(bare_ms['one_node'] - bare_ms['local'], 1)} ms of overhead"
+    )
     save(
         "ray",
         {
@@ -155,7 +191,8 @@ def main() -> None:
             "one_node": one,
             "two_nodes": two,
             "speedup": speedup,
-            "overhead_ms_per_step": overhead_ms,
+            "overhead_ms_per_model_step": overhead_ms,
+            "empty_step_ms": bare_ms,
         },
     )
 
