@@ -28,7 +28,7 @@ fi
 # CAIXA_EXTRAS: the families of steps to install (pyproject's extras), e.g.
 # CAIXA_EXTRAS=ocr,translate,index,tts,llm for a machine with no torch at all. CAIXA_VENV: where.
 venv=${CAIXA_VENV:-.venv}
-extras=${CAIXA_EXTRAS:-dev,ocr,translate,argos,index,sentence-transformers,tts,transcribe,vision,imagegen,llm,web}
+extras=${CAIXA_EXTRAS:-dev,ocr,translate,argos,index,sentence-transformers,tts,transcribe,vision,imagegen,llm,web,ray}
 [ "${1:-}" = "--bench" ] && extras="$extras,bench"
 has() { [[ ",$extras," == *",$1,"* || ",$extras," == *",all,"* ]]; }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

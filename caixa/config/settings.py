@@ -97,3 +97,18 @@ class Settings(BaseSettings):
     web_max_upload_mb: int = Field(
         default=1024, ge=1, description="the largest file the page's Drop takes, in MB"
     )
+    ray_address: str = Field(
+        default="",
+        description="a Ray cluster to run accelerator steps on: its address (host:port, ray://..."
+        " or auto); empty: local workers only",
+    )
+    ray_resource: str = Field(
+        default="accelerator",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the Ray resource a node offers to take caixa's accelerator steps",
+    )
+    ray_local_steps: list[str] = Field(
+        default=["index"],
+        description="steps that stay on this machine even with a cluster: they keep state in"
+        " caixa's home (the search index)",
+    )

@@ -120,6 +120,7 @@ def describe(data: dict[str, Any] | None, now: float | None = None) -> list[str]
     ]
     if data.get("log_records_dropped"):
         lines.append(f"log: {data['log_records_dropped']} records could not be written (dropped)")
+    lines += cluster_lines(data.get("cluster"))
     for lane, info in data["lanes"].items():
         workers = info["workers"]
         waiting = info["waiting"]
@@ -136,6 +137,32 @@ def describe(data: dict[str, Any] | None, now: float | None = None) -> list[str]
         lines.append(f"steps done in the last {RECENT_SECONDS / 60:g} min:")
     for step, s in sorted(data["steps"].items()):
         lines.append(f"  {step}: {s['count']} ({s['per_minute']:g}/min, {s['seconds']:.3g} s each)")
+    return lines
+
+
+def cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
+    """The Ray cluster the accelerator lane uses, for `caixa status` and `caixa doctor`:
+    whether it answers, and each node's resources and models; [] when none is set."""
+    if not cluster:
+        return []
+    state, nodes = cluster["state"], cluster["nodes"]
+    if state == "connected":
+        head = f"ray cluster {cluster['address']}: connected, {len(nodes)} node(s) take model steps"
+    else:
+        head = (
+            f"ray cluster {cluster['address']}: {state} ({cluster['why'] or 'starting'});"
+            " model steps run on this machine"
+        )
+    lines = [head]
+    for n in nodes:
+        resources = ", ".join(
+            f"{k} {v:g}"
+            for k, v in sorted(n["resources"].items())
+            if "node:" not in k and "memory" not in k
+        )
+        held = ", ".join(r["model"] for r in n["resident"]) or "no model"
+        lacks = f"; lacks {', '.join(sorted(n['lacks']))}" if n["lacks"] else ""
+        lines.append(f"  node {n['node']} ({n['node_id'][:8]}): {resources}; holds {held}{lacks}")
     return lines
 
 

@@ -27,6 +27,7 @@ from caixa.daemon.jobs import JobRunner
 from caixa.daemon.lanestate import StateFile, Throughput
 from caixa.daemon.policy import ReadySet
 from caixa.daemon.space import Room
+from caixa.daemon.worker import ray_pool
 from caixa.daemon.worker.pool import WorkerPool
 from caixa.daemon.worker.protocol import Batch, RemoteStepError, Reply, Task, WorkerConfig
 from caixa.errors import is_no_room
@@ -64,15 +65,38 @@ class Scheduler:
             lane: WorkerPool(lane, size, self._config(lane), settings.keep_alive, self._state.touch)
             for lane, size in ((Resource.cpu, settings.cpu_workers), (Resource.accelerator, 1))
         }
+        if ray_pool.enabled(settings.ray_address):  # the cluster's nodes, this machine's worker
+            self._pools[Resource.accelerator] = ray_pool.RayPool(
+                Resource.accelerator,
+                settings.ray_address,
+                self._config(Resource.accelerator),
+                settings.keep_alive,
+                self._state.touch,
+                local=self._pools[Resource.accelerator],
+                resource=settings.ray_resource,
+                local_steps=frozenset(settings.ray_local_steps),
+            )
         self._runs = {lane: self._runner_for(lane) for lane in Resource}
-        self._lane = threading.Thread(
-            target=self._accelerate, name="caixa-accelerator", daemon=True
-        )
+        # one thread per step the accelerator lane may run at once: one per Ray node, else one
+        self._lanes: list[threading.Thread] = []
 
     def start(self) -> None:
         """Open the accelerator lane and show the lanes; once this daemon holds its home."""
-        self._lane.start()
+        self._open_lanes()
         self._state.start()
+
+    def _open_lanes(self) -> None:
+        """As many accelerator lane threads as its pool takes steps at once (Ray nodes join)."""
+        slots = self._pools[Resource.accelerator].slots
+        with self._cond:
+            while len(self._lanes) < slots and not self._stopping:
+                lane = threading.Thread(
+                    target=self._accelerate,
+                    name=f"caixa-accelerator-{len(self._lanes)}",
+                    daemon=True,
+                )
+                lane.start()
+                self._lanes.append(lane)
 
     def _config(self, lane: Resource) -> WorkerConfig:
         """CPU workers share the cores; the accelerator worker, when it runs on the CPU, keeps
@@ -126,6 +150,7 @@ class Scheduler:
             with self._cond:
                 self._ready.add(waiting)
                 self._cond.notify_all()
+            self._open_lanes()
             self._state.touch()
         else:
             with self._cond:
@@ -161,7 +186,9 @@ class Scheduler:
                     return
                 chosen = self._ready.take(pool.resident())
                 assert chosen is not None
-                along = self._ready.take_like(chosen)
+                # a cluster runs steps side by side on its nodes, not as one batch
+                clustered = isinstance(pool, ray_pool.RayPool)
+                along = [] if clustered else self._ready.take_like(chosen)
             try:
                 if along:
                     self._advance_together([chosen.job_id, *(w.job_id for w in along)])
@@ -266,7 +293,9 @@ class Scheduler:
     def _snapshot(self) -> dict[str, Any]:
         with self._cond:
             by_model, cpu_waiting = self._ready.by_model(), self._cpu_waiting
+        pool = self._pools[Resource.accelerator]
         return {
+            **({"cluster": pool.cluster()} if isinstance(pool, ray_pool.RayPool) else {}),
             "device": self.settings.device,
             "keep_alive": self.settings.keep_alive,
             "swap_bound": self.settings.swap_bound,
@@ -288,8 +317,8 @@ class Scheduler:
         """Why a lane does not answer, or None; the daemon pets systemd's watchdog only while
         None. A worker is stopped at its step's time limit, so one still busy well past it
         means the lane itself is stuck."""
-        if not self._lane.is_alive() and not self._stopping:
-            return "the accelerator lane's thread has died"
+        if not all(lane.is_alive() for lane in self._lanes) and not self._stopping:
+            return "an accelerator lane's thread has died"
         now = time.time()
         for worker in (w for pool in self._pools.values() for w in pool.workers):
             if worker.busy is not None:
@@ -307,13 +336,14 @@ class Scheduler:
             self._stopping = True
             self._cond.notify_all()
         deadline = None if grace is None else time.monotonic() + grace
-        self._lane.join(grace)
+        for lane in self._lanes:
+            lane.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         closing = threading.Thread(
             target=self._cpu.shutdown, kwargs={"cancel_futures": True}, daemon=True
         )
         closing.start()
         closing.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if self._lane.is_alive() or closing.is_alive():
+        if any(lane.is_alive() for lane in self._lanes) or closing.is_alive():
             return False
         for pool in self._pools.values():
             pool.close()

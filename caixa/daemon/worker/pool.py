@@ -259,6 +259,11 @@ class WorkerPool:
         ends = [r.last_used + self.keep_alive - now for w in self._idle for r in w.reply.resident]
         return max(0.05, min(ends)) if ends else None
 
+    @property
+    def slots(self) -> int:
+        """How many steps it may run at once."""
+        return len(self.workers)
+
     def resident(self) -> set[str]:
         return {r.name for w in self.workers for r in w.reply.resident}
 

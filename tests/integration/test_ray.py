@@ -1,0 +1,244 @@
+"""Accelerator steps on a real Ray cluster of three nodes on this machine (a head, and two nodes
+that offer the `accelerator` resource), through the real daemon: jobs spread over both nodes and
+come out as a local run makes them, a node killed mid-step costs only its step one try, a
+daemon killed while steps run on the cluster finishes every job exactly once after a restart,
+and a cluster that goes away leaves caixa working on this machine, saying so in `status`.
+
+Every node is bound to 127.0.0.1 (Ray would otherwise take the machine's interface address),
+no dashboard runs, and the cluster is shared by the tests of this module; the last one shuts
+it down."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from caixa.daemon import lanestate
+from tests.conftest import World
+from tests.photos import BUS, ZIDANE
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+LOOPBACK = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every address Ray picks is 127.0.0.1
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+NODE = {
+    "node_ip_address": "127.0.0.1",
+    "num_cpus": 1,
+    "object_store_memory": 80 * 2**20,
+    "include_dashboard": False,
+}
+ACCELERATOR = {**NODE, "resources": {"accelerator": 1}}
+
+SLEEPY = """
+rules:
+  - name: gpu
+    inbox: gpu
+    steps: [{{sleepy: {{seconds: {seconds}}}}}, copy]
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    saved = {k: os.environ.get(k) for k in LOOPBACK}
+    os.environ.update(LOOPBACK)
+    c = Cluster(initialize_head=True, head_node_args={**NODE, "dashboard_host": "127.0.0.1"})
+    for _ in range(2):
+        c.add_node(**ACCELERATOR)
+    yield c
+    c.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def on_cluster(world: World, cluster: Cluster) -> World:
+    world.env.update(LOOPBACK)
+    world.env["CAIXA_RAY_ADDRESS"] = cluster.address
+    return world
+
+
+def accelerator_nodes(cluster: Cluster) -> set[str]:
+    return {n.node_id for n in cluster.worker_nodes}
+
+
+def lanes(world: World) -> dict[str, Any]:
+    return lanestate.read(world.home) or {}
+
+
+def connected_to(world: World, count: int) -> bool:
+    found = lanes(world).get("cluster") or {}
+    return found.get("state") == "connected" and len(found.get("nodes", [])) == count
+
+
+def ran_on(manifest: dict[str, Any], step: str) -> str | None:
+    """The Ray node (its id's first 8 characters) a job's step ran on, or None: locally."""
+    notes = next(s for s in manifest["steps"] if s["name"] == step).get("notes", [])
+    where = [n for n in notes if n.startswith("ran on Ray node")]
+    return where[0].split()[-1] if where else None
+
+
+def test_jobs_spread_over_both_nodes_and_match_a_local_run(
+    on_cluster: World, cluster: Cluster, tmp_path: Path
+) -> None:
+    world = on_cluster
+    rules = """
+rules:
+  - name: photos
+    inbox: photos
+    steps: [classify]
+  - name: gpu
+    inbox: gpu
+    steps: [{sleepy: {seconds: 0.5}}, metadata, copy]
+"""
+    world.write_rules(rules)
+    world.inbox("gpu")
+    photos = world.inbox("photos")
+    world.start()
+    world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
+    for i in range(8):
+        (world.inbox("gpu") / f"note-{i}.txt").write_text(f"note {i}\n")
+    shutil.copyfile(BUS, photos / "bus.jpg")
+    shutil.copyfile(ZIDANE, photos / "zidane.jpg")
+    world.wait_for(lambda: world.finished() >= 10, timeout=240, message="10 jobs")
+    assert world.states() == {"done": 10}
+
+    manifests = {m["source"]["name"]: m for m in world.manifests()}
+    nodes = {ran_on(m, "sleepy") for n, m in manifests.items() if n.startswith("note")}
+    assert nodes == {n[:8] for n in accelerator_nodes(cluster)}, "both nodes took steps"
+    assert all(ran_on(manifests[n], "classify") for n in ("bus.jpg", "zidane.jpg"))
+    notes = [m for n, m in manifests.items() if n.startswith("note")]
+    assert all(ran_on(m, "metadata") is None for m in notes), "CPU steps stay here"
+    note = world.outputs / "gpu" / "note-3"
+    assert (note / "note-3.slept.txt").read_text() == "note-3.txt\n"
+    assert (note / "note-3.txt").read_text() == "note 3\n"
+
+    # the same files through local workers only: the same bytes
+    (tmp_path / "local").mkdir()
+    local = World(tmp_path / "local")
+    local.write_rules(rules)
+    shutil.copyfile(BUS, local.inbox("photos") / "bus.jpg")
+    shutil.copyfile(ZIDANE, local.inbox("photos") / "zidane.jpg")
+    (local.inbox("gpu") / "note-3.txt").write_text("note 3\n")
+    local.run_once(timeout=300)
+    for rel in ["photos/bus/bus.labels.json", "photos/zidane/zidane.labels.json"]:
+        assert (world.outputs / rel).read_bytes() == (local.outputs / rel).read_bytes(), rel
+    for rel in ["gpu/note-3/note-3.slept.txt", "gpu/note-3/note-3.txt"]:
+        assert (world.outputs / rel).read_bytes() == (local.outputs / rel).read_bytes(), rel
+
+    status = world.caixa("status", "--home", str(world.home))
+    assert status.returncode == 0, status.stderr
+    assert "connected, 2 node(s) take model steps" in status.stdout
+    assert "holds efficientnet-lite0" in status.stdout
+
+
+def test_a_node_killed_mid_step_costs_only_its_step_one_try(
+    on_cluster: World, cluster: Cluster
+) -> None:
+    world = on_cluster
+    world.write_rules(SLEEPY.format(seconds=2))
+    world.start()
+    world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
+    for i in range(4):
+        (world.inbox("gpu") / f"job-{i}.txt").write_text(f"job {i}\n")
+
+    def busy() -> dict[str, Any] | None:
+        workers = lanes(world).get("lanes", {}).get("accelerator", {}).get("workers", [])
+        return next((w for w in workers if w.get("node_id") and w["job"]), None)
+
+    world.wait_for(lambda: busy() is not None, timeout=120, message="a step on a node")
+    held = busy()
+    assert held is not None
+    victim = next(n for n in cluster.worker_nodes if n.node_id == held["node_id"])
+    cluster.remove_node(victim, allow_graceful=False)
+
+    world.wait_for(lambda: world.finished() >= 4, timeout=180, message="4 jobs")
+    assert world.states() == {"done": 4}
+    retried = [e for e in world.logs() if e["event"] == "step will be retried"]
+    assert [e["job"] for e in retried] == [held["job"]], "only the victim's step was touched"
+    assert "Ray" in retried[0]["error"]
+    done = [e for e in world.logs() if e["event"] == "step done" and e.get("step") == "sleepy"]
+    assert sorted(e["job"] for e in done) == sorted({e["job"] for e in done}), "once each"
+    assert len(done) == 4
+    assert sorted(p.name for p in (world.outputs / "gpu").iterdir()) == [
+        f"job-{i}" for i in range(4)
+    ]
+    manifest = json.loads((world.outputs / "gpu" / "job-0" / "manifest.json").read_text())
+    assert ran_on(manifest, "sleepy") != held["node_id"][:8] or held["job"] != manifest["job"]
+    world.stop_all()
+    cluster.add_node(**ACCELERATOR)  # the next tests get two nodes again
+
+
+def test_a_daemon_killed_while_steps_run_on_the_cluster_finishes_every_job_once(
+    on_cluster: World,
+) -> None:
+    world = on_cluster
+    world.write_rules(SLEEPY.format(seconds=1))
+    daemon = world.start()
+    world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
+    for i in range(6):
+        (world.inbox("gpu") / f"job-{i}.txt").write_text(f"job {i}\n")
+
+    def running() -> int:
+        workers = lanes(world).get("lanes", {}).get("accelerator", {}).get("workers", [])
+        return sum(1 for w in workers if w.get("node_id") and w["job"])
+
+    world.wait_for(lambda: running() == 2, timeout=120, message="steps on both nodes")
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+
+    world.start()
+    world.wait_for(lambda: world.finished() >= 6, timeout=180, message="6 jobs")
+    assert world.states() == {"done": 6}
+    outputs = sorted(p.name for p in (world.outputs / "gpu").iterdir())
+    assert outputs == [f"job-{i}" for i in range(6)], "no job published twice"
+    for i in range(6):
+        folder = world.outputs / "gpu" / f"job-{i}"
+        assert sorted(p.name for p in folder.iterdir()) == [
+            f"job-{i}.slept.txt",
+            f"job-{i}.txt",
+            "manifest.json",
+        ]
+        assert (folder / f"job-{i}.slept.txt").read_text() == f"job-{i}.txt\n"
+
+
+def test_a_cluster_that_goes_away_leaves_caixa_working_here(
+    on_cluster: World, cluster: Cluster
+) -> None:
+    world = on_cluster
+    world.write_rules(SLEEPY.format(seconds=0.1))
+    world.start()
+    world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
+    (world.inbox("gpu") / "before.txt").write_text("before\n")
+    world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the first job")
+
+    cluster.shutdown()
+
+    world.wait_for(
+        lambda: (lanes(world).get("cluster") or {}).get("state") == "gone",
+        timeout=120,
+        message="the cluster seen gone",
+    )
+    (world.inbox("gpu") / "after.txt").write_text("after\n")
+    world.wait_for(lambda: world.finished() >= 2, timeout=120, message="the second job")
+    assert world.states() == {"done": 2}
+    manifests = {m["source"]["name"]: m for m in world.manifests()}
+    assert ran_on(manifests["before.txt"], "sleepy") is not None
+    assert ran_on(manifests["after.txt"], "sleepy") is None, "ran on this machine"
+    assert (world.outputs / "gpu" / "after" / "after.slept.txt").read_text() == "after.txt\n"
+    status = world.caixa("status", "--home", str(world.home))
+    assert "gone" in status.stdout and "model steps run on this machine" in status.stdout
+    gone = [e for e in world.logs() if e["event"] == "model steps run on this machine"]
+    assert len(gone) == 1, "said once"
