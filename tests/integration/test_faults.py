@@ -174,8 +174,8 @@ def test_outputs_remounted_read_only_say_so_keep_every_file_and_recover(tmp_path
         for i, name in enumerate(later, 3):
             (inbox / name).write_bytes(body(i))
         # two more status lines while they wait: none of them is taken, none is lost
-        seen, _ = notify.wait_for("STATUS=paused", since=notify.lines()[-1][0] + 1e-6)
-        notify.wait_for("STATUS=paused", since=seen + 1e-6)
+        seen, _ = notify.wait_for("STATUS=paused", since=notify.mark())
+        notify.wait_for("STATUS=paused", since=seen + 1)
         assert sorted(p.name for p in inbox.iterdir()) == later
         shown = world.caixa("status", "--home", str(world.home)).stdout
         assert f"paused: {world.outputs} is read-only" in shown
