@@ -158,28 +158,13 @@ class WorkerProcess:
         return code
 
     def view(self) -> dict[str, Any]:
-        task, since = self.busy or (None, None)
         return {
             "name": self.name,
             "pid": self.pid,
             "device": self.hello.device if self.hello else None,
             "threads": self.config.threads,
             "model_memory": self.hello.model_memory if self.hello else None,
-            "job": task.job.job_id if task else None,
-            "step": task.step if task else None,
-            "model": task.model if task else None,
-            "busy_since": since,
-            "resident": [
-                {
-                    "model": r.name,
-                    "loaded_at": r.loaded_at,
-                    "last_used": r.last_used,
-                    "size": r.size,
-                }
-                for r in self.reply.resident
-            ],
-            "gpu_bytes": self.reply.gpu_bytes,
-            "restarts": max(0, self.started - 1),
+            **work_view(self.busy, self.reply, self.started),
         }
 
 
@@ -304,3 +289,21 @@ def _overran(task: Task, timeout: float) -> str:
         f" longer, give rule {task.job.rule!r} a longer `timeout:` (seconds) in rules.yaml,"
         " or raise CAIXA_STEP_TIMEOUT for every rule"
     )
+
+
+def work_view(busy: tuple[Task, float] | None, reply: Reply, started: int) -> dict[str, Any]:
+    """What a worker is doing and holding, as `caixa status` and the page show it; the same
+    for a local worker and a Ray node's."""
+    task, since = busy or (None, None)
+    return {
+        "job": task.job.job_id if task else None,
+        "step": task.step if task else None,
+        "model": task.model if task else None,
+        "busy_since": since,
+        "resident": [
+            {"model": r.name, "loaded_at": r.loaded_at, "last_used": r.last_used, "size": r.size}
+            for r in reply.resident
+        ],
+        "gpu_bytes": reply.gpu_bytes,
+        "restarts": max(0, started - 1),
+    }

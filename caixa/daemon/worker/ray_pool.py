@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from caixa import log, models
-from caixa.daemon.worker.pool import StepTimeoutError, WorkerDiedError, WorkerPool, _overran
+from caixa.daemon.worker.pool import (
+    StepTimeoutError,
+    WorkerDiedError,
+    WorkerPool,
+    _overran,
+    work_view,
+)
 from caixa.daemon.worker.protocol import (
     RemoteStepError,
     Reply,
@@ -358,7 +364,6 @@ class RayWorker:
         return None
 
     def view(self) -> dict[str, Any]:
-        task, since = self.busy or (None, None)
         hello = self.hello or {}
         return {
             "name": self.name,
@@ -369,21 +374,7 @@ class RayWorker:
             "device": hello.get("device"),
             "threads": hello.get("threads") or 0,
             "model_memory": hello.get("model_memory"),
-            "job": task.job.job_id if task else None,
-            "step": task.step if task else None,
-            "model": task.model if task else None,
-            "busy_since": since,
-            "resident": [
-                {
-                    "model": r.name,
-                    "loaded_at": r.loaded_at,
-                    "last_used": r.last_used,
-                    "size": r.size,
-                }
-                for r in self.reply.resident
-            ],
-            "gpu_bytes": self.reply.gpu_bytes,
-            "restarts": max(0, self.started - 1),
+            **work_view(self.busy, self.reply, self.started),
             "lacks": self.lacks,
         }
 
