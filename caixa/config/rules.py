@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from caixa import filetypes
+from caixa.display import shown
 from caixa.config import yamlmarks
 from caixa.errors import RulesError
 from caixa.pipelines.base import STEP_FIELDS, Step
@@ -332,8 +333,10 @@ def template_problems(template: str) -> list[str]:
 
 
 def _at(path: Path, lines: dict[yamlmarks.Loc, int], loc: yamlmarks.Loc, message: str) -> str:
-    # a key missing from an empty file is missing at its first line
-    return f"{path}:{yamlmarks.line_of(lines, loc) or 1}: {yamlmarks.dotted(loc)}: {message}"
+    # a key missing from an empty file is missing at its first line; a key is the user's text,
+    # so it is escaped like any other name shown (a "\r" key must not break the line)
+    where = shown(yamlmarks.dotted(loc))
+    return f"{path}:{yamlmarks.line_of(lines, loc) or 1}: {where}: {message}"
 
 
 def _describe(
