@@ -50,9 +50,10 @@ class LlamaModel:
             raise StepError(f"LLM model: {exc}") from exc
         self.name = ref
         self.context = n_ctx
+        self.threads = threads  # set on the context at each call: one loaded model serves any
         gpu_layers = 0 if device == "cpu" else -1  # all layers, where the build has a GPU
         main_gpu = int(device.split(":", 1)[1]) if ":" in device else 0
-        key = f"llama.cpp:{path.resolve()}:{n_ctx}:{threads}:{gpu_layers}:{main_gpu}"
+        key = f"llama.cpp:{path.resolve()}:{n_ctx}:{gpu_layers}:{main_gpu}"
         started = time.perf_counter()
         self._model = models.load(key, lambda: _load(path, n_ctx, threads, gpu_layers, main_gpu))
         resident = time.perf_counter() - started < self._model.seconds
@@ -97,6 +98,7 @@ class LlamaModel:
                 f"the prompt ({len(tokens)} tokens) and the answer ({max_tokens}) do not fit in "
                 f"the context of {self.context} tokens: raise n_ctx or lower max_tokens"
             )
+        self._use_threads()
         clock = FirstToken(self.llama, len(tokens), on_text)
         try:
             done = self.llama.create_completion(
@@ -120,6 +122,17 @@ class LlamaModel:
             first_token_seconds=clock.seconds,
             finish_reason=choice["finish_reason"] or "stop",
         )
+
+    def _use_threads(self) -> None:
+        """This call's threads, for generating and for reading the prompt alike: the lane's
+        budget changes from step to step, and llama.cpp takes a new count without a reload."""
+        from llama_cpp import llama_set_n_threads
+
+        llama = self.llama
+        if (llama.n_threads, llama.n_threads_batch) != (self.threads, self.threads):
+            llama_set_n_threads(llama.ctx, self.threads, self.threads)
+            llama.n_threads = llama.n_threads_batch = self.threads
+            llama.context_params.n_threads = llama.context_params.n_threads_batch = self.threads
 
     def _tokens(self, text: str, add_bos: bool) -> list[int]:
         return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)

@@ -217,6 +217,7 @@ def _check_grammar(schema: dict[str, Any]) -> None:
 class LlmStep(BaseStep):
     name: ClassVar[str] = "llm"
     resource: ClassVar[Resource] = Resource.accelerator
+    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = LlmParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("llama_cpp", "jsonschema"), extra="llm"
