@@ -100,7 +100,9 @@ rules:
 
     assert alone["steps"][0]["name"] == "llm"
     assert alone["steps"][0]["threads"] == cores  # nothing else wanted a core
+    assert alone["steps"][0]["data"]["threads"]["prompt"] == cores  # llama.cpp read on all
     assert beside["steps"][0]["threads"] == max(1, cores // 2)  # the CPU lane had work
+    assert beside["steps"][0]["data"]["threads"]["prompt"] == max(1, cores // 2)
     assert all(m["steps"][0]["data"]["completion_tokens"] > 0 for m in (alone, beside))
 
 
