@@ -61,6 +61,8 @@ class Scheduler:
         self._throughput = Throughput()
         self._state = StateFile(settings.home, self._snapshot)
         self._cpu = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="caixa-cpu")
+        # one thread per step the accelerator lane may run at once: one per Ray node, else one
+        self._lanes: list[threading.Thread] = []
         self._pools = {
             lane: WorkerPool(lane, size, self._config(lane), settings.keep_alive, self._state.touch)
             for lane, size in ((Resource.cpu, settings.cpu_workers), (Resource.accelerator, 1))
@@ -75,10 +77,9 @@ class Scheduler:
                 local=self._pools[Resource.accelerator],
                 resource=settings.ray_resource,
                 local_steps=frozenset(settings.ray_local_steps),
+                on_grow=self._open_lanes,
             )
         self._runs = {lane: self._runner_for(lane) for lane in Resource}
-        # one thread per step the accelerator lane may run at once: one per Ray node, else one
-        self._lanes: list[threading.Thread] = []
 
     def start(self) -> None:
         """Open the accelerator lane and show the lanes; once this daemon holds its home."""
