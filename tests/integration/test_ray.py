@@ -2,8 +2,9 @@
 that offer the `accelerator` resource), through the real daemon: jobs spread over both nodes and
 come out as a local run makes them, a node killed mid-step costs only its step one try, a
 daemon killed while steps run on the cluster finishes every job exactly once after a restart,
-a cluster that goes away leaves caixa working on this machine, saying so in `status`, and one
-that only starts after the daemon gets its steps once it answers.
+a cluster that goes away leaves caixa working on this machine, saying so in `status`, one
+that only starts after the daemon gets its steps once it answers, and so does a head that
+comes back (a new cluster on the same port).
 
 Every node is bound to 127.0.0.1 (Ray would otherwise take the machine's interface address),
 no dashboard runs, and the cluster is shared by the tests of this module; the last one shuts
@@ -69,6 +70,13 @@ def head(**args: Any) -> Cluster:
     return Cluster(
         initialize_head=True, head_node_args={**NODE, "dashboard_host": "127.0.0.1", **args}
     )
+
+
+def free_port() -> int:
+    """A port where no cluster runs (yet)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -265,9 +273,7 @@ def test_a_cluster_that_goes_away_leaves_caixa_working_here(
 def test_a_cluster_that_starts_after_the_daemon_takes_its_steps_once_it_answers(
     world: World,
 ) -> None:
-    with socket.socket() as probe:  # a port where no cluster runs yet
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     world.env.update(LOOPBACK)
     world.env["CAIXA_RAY_ADDRESS"] = f"127.0.0.1:{port}"
     world.write_rules(SLEEPY.format(seconds=0.1))
@@ -310,3 +316,48 @@ def test_a_cluster_that_starts_after_the_daemon_takes_its_steps_once_it_answers(
     logs = world.logs()
     assert len([e for e in logs if e["event"] == "model steps run on this machine"]) == 1
     assert len([e for e in logs if e["event"] == "connected to the Ray cluster"]) == 1
+
+
+def test_a_head_that_comes_back_gets_the_steps_again(world: World) -> None:
+    port = free_port()
+    world.env.update(LOOPBACK)
+    world.env["CAIXA_RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    world.write_rules(SLEEPY.format(seconds=0.1))
+    world.inbox("gpu")
+
+    def on(node_id: str) -> bool:
+        nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
+        return connected_to(world, 1) and nodes[0]["node_id"] == node_id
+
+    with loopback():
+        first = head(gcs_server_port=port)
+        try:
+            before = first.add_node(**ACCELERATOR)
+            world.start()
+            world.wait_for(lambda: on(before.node_id), timeout=120, message="the first node")
+            (world.inbox("gpu") / "before.txt").write_text("before\n")
+            world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the first job")
+        finally:
+            first.shutdown()
+        world.wait_for(
+            lambda: (lanes(world).get("cluster") or {}).get("state") == "gone",
+            timeout=120,
+            message="the cluster seen gone",
+        )
+        second = head(gcs_server_port=port)
+        try:
+            after = second.add_node(**ACCELERATOR)
+            world.wait_for(lambda: on(after.node_id), timeout=300, message="the new node")
+            (world.inbox("gpu") / "after.txt").write_text("after\n")
+            world.wait_for(lambda: world.finished() >= 2, timeout=120, message="the second job")
+        finally:
+            world.stop_all()
+            second.shutdown()
+
+    assert world.states() == {"done": 2}
+    manifests = {m["source"]["name"]: m for m in world.manifests()}
+    assert ran_on(manifests["before.txt"], "sleepy") == before.node_id[:8]
+    assert ran_on(manifests["after.txt"], "sleepy") == after.node_id[:8]
+    logs = world.logs()
+    assert len([e for e in logs if e["event"] == "model steps run on this machine"]) == 1
+    assert len([e for e in logs if e["event"] == "connected to the Ray cluster"]) == 2

@@ -417,6 +417,9 @@ class RayPool(WorkerPool):
         self.why: str | None = None
         self._joined = False  # this daemon became the cluster's driver
         self._joining: _Joining | None = None
+        self._gcs = address  # the head's address, once connected
+        self._looks = 0  # which look thread may go on: one per connection
+        self._lost: str | None = None  # why the connected cluster counts as gone at once
         self._quit = threading.Event()
         self._seen = time.monotonic()
         self._told: set[tuple[str, str]] = set()
@@ -493,18 +496,36 @@ class RayPool(WorkerPool):
     def _watch(self) -> None:
         """Connect, then look at the nodes every few seconds (from a thread of its own: with
         the head gone, asking Ray may block): new nodes get a worker, ones that left lose
-        theirs. No answer for a while: the cluster is gone, and steps run here."""
-        if not self._connect():
-            return
-        threading.Thread(target=self._look, name=f"caixa-ray-{self.lane}-look", daemon=True).start()
-        while not self._closed:
-            time.sleep(LOOK_EVERY)
-            if time.monotonic() - self._seen > GONE_AFTER and self.state == "connected":
-                self._set("gone", f"no answer from the Ray cluster for {GONE_AFTER:g} s", None)
-                self._forget_all()
+        theirs. No answer for a while: the cluster is gone, steps run here, and this daemon
+        leaves it and connects again (a head that comes back is a new cluster, whose answers
+        to an old driver's questions would end the daemon)."""
+        while self._connect():
+            self._looks += 1
+            threading.Thread(
+                target=self._look,
+                args=(self._looks,),
+                name=f"caixa-ray-{self.lane}-look",
+                daemon=True,
+            ).start()
+            while not self._closed:
+                self._quit.wait(LOOK_EVERY)
+                silent = time.monotonic() - self._seen > GONE_AFTER
+                if self._lost or silent:
+                    why = self._lost or f"no answer from the Ray cluster for {GONE_AFTER:g} s"
+                    self._set("gone", why, None)
+                    self._forget_all()
+                    self._leave()
+                    break
 
-    def _look(self) -> None:
-        while not self._closed:
+    def _look(self, looks: int) -> None:
+        """Ask for the nodes while the head's port answers (a question asked of a head that is
+        gone waits for it, and one answered by a new head ends the driver)."""
+        while not self._closed and looks == self._looks:
+            try:
+                knock(self._gcs)
+            except OSError as exc:
+                self._lost = f"the Ray head at {self._gcs} does not answer: {exc}"
+                return
             try:
                 nodes = _nodes()
             except Exception as exc:
@@ -512,9 +533,16 @@ class RayPool(WorkerPool):
             else:
                 self._seen = time.monotonic()
                 self._place(nodes)
-                if self.state == "gone":
-                    self._set("connected", None, "the Ray cluster answers again")
-            time.sleep(LOOK_EVERY)
+            self._quit.wait(LOOK_EVERY)
+
+    def _leave(self) -> None:
+        """Disconnect from a cluster that is gone, once no step waits on it any more."""
+        self._looks += 1
+        with self._cond:
+            while any(w.busy for w in self.workers) and not self._closed:
+                self._cond.wait(WAIT_STEP)
+        self._joined = False
+        disconnect()
 
     def _connect(self) -> bool:
         """Try until the cluster answers (True) or the daemon stops (False), with a pause that
@@ -523,7 +551,8 @@ class RayPool(WorkerPool):
         while not self._closed:
             why = self._reach()
             if why is None:
-                self._joined = True
+                self._joined, self._seen, self._lost = True, time.monotonic(), None
+                self._gcs = _gcs_address()
                 self._set("connected", None, "connected to the Ray cluster")
                 return True
             if self.state == "gone":
@@ -677,6 +706,12 @@ def disconnect() -> None:
     thread = threading.Thread(target=ray.shutdown, name="caixa-ray-shutdown", daemon=True)
     thread.start()
     thread.join(10.0)
+
+
+def _gcs_address() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
 
 
 def _nodes() -> list[dict[str, Any]]:
