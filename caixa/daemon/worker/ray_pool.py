@@ -9,7 +9,7 @@ the journal and publishing never know. A step's result is recorded only when it 
 node that dies costs only the steps it held: they fail as a dead worker's would, and the journal
 retries them, elsewhere, or on the local worker when no node can take them. A cluster that
 cannot be reached, or goes away, leaves the local worker to do the work; the lanes file says so.
-One that cannot be reached is tried again, less and less often, until it answers.
+caixa tries again, less and less often, until it answers, and then sends it steps again.
 
 The Ray driver lives in the daemon: caixa's machine runs the Ray head (or joins the cluster as
 a node), and `ray.init` finds it there.
@@ -552,7 +552,7 @@ class RayPool(WorkerPool):
             why = self._reach()
             if why is None:
                 self._joined, self._seen, self._lost = True, time.monotonic(), None
-                self._gcs = _gcs_address()
+                self._gcs = _gcs_address(self.address)
                 self._set("connected", None, "connected to the Ray cluster")
                 return True
             if self.state == "gone":
@@ -708,10 +708,14 @@ def disconnect() -> None:
     thread.join(10.0)
 
 
-def _gcs_address() -> str:
+def _gcs_address(given: str) -> str:
+    """The head's host:port as the driver found it (`auto` names none), else `given`."""
     import ray
 
-    return str(ray.get_runtime_context().gcs_address)
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        return given
 
 
 def _nodes() -> list[dict[str, Any]]:
