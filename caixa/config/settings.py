@@ -60,7 +60,10 @@ class Settings(BaseSettings):
         " quarter of the RAM on the CPU",
     )
     accelerator_threads: int = Field(
-        default=0, ge=0, description="cores for model work with no GPU; 0: half of them"
+        default=0,
+        ge=0,
+        description="cores for model work with no GPU; 0: half of them while CPU work waits,"
+        " every core while the CPU lanes are idle (a number: that many, always)",
     )
     log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -190,6 +190,7 @@ class JobRunner:
                     "notes": done.notes,
                     "seconds": round(seconds, 6),
                     **({"batch": done.batch} if done.batch > 1 else {}),
+                    **({"threads": done.threads} if done.threads else {}),
                 },
             )
             logger.info(
@@ -197,6 +198,7 @@ class JobRunner:
                 seconds=round(seconds, 3),
                 outputs=len(result.artifacts),
                 device=done.device,
+                **({"threads": done.threads} if done.threads else {}),
                 **({"notes": done.notes} if done.notes else {}),
             )
         return self._step_lane(job, idx + 1)
@@ -337,6 +339,7 @@ class JobRunner:
                 "device_reason": run.result.get("device_reason", ""),
                 **({"notes": run.result["notes"]} if run.result.get("notes") else {}),
                 **({"batch": run.result["batch"]} if run.result.get("batch") else {}),
+                **({"threads": run.result["threads"]} if run.result.get("threads") else {}),
                 "started_at": outputs.now_iso(run.started_at),
                 "seconds": run.result["seconds"],
                 "models": run.result["models"],

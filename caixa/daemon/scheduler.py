@@ -8,6 +8,11 @@ accelerator lane is one thread fed from a ready set, which picks the next step b
 jobs at once (`run_batch`) and more jobs wait with the same step and params, it takes them
 along: each job's phase runs as usual on a thread of its own, up to the point where it hands
 its task over, and the tasks then go to the worker as one Batch (`_Gather`).
+
+With no GPU the accelerator worker keeps to its share of the cores, so CPU steps still move
+while a model works. The share holds only while there is CPU work: a step the accelerator lane
+starts while no CPU phase runs or waits gets every core (`_threads`); the next one after CPU
+work arrives gets the share again (a running step keeps its count).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from caixa import log
@@ -55,12 +61,15 @@ class Scheduler:
         self._cond = threading.Condition()  # guards the sets below
         self._active: set[str] = set()
         self._ready = ReadySet(settings.swap_bound)
-        self._cpu_waiting = 0
+        self._cpu_waiting = 0  # CPU phases queued, and running: the accelerator's budget
+        self._cpu_running = 0
         self._swaps = 0
         self._stopping = False
         self._throughput = Throughput()
         self._state = StateFile(settings.home, self._snapshot)
         self._cpu = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="caixa-cpu")
+        # one thread per step the accelerator lane may run at once: one per Ray node, else one
+        self._lanes: list[threading.Thread] = []
         self._pools = {
             lane: WorkerPool(lane, size, self._config(lane), settings.keep_alive, self._state.touch)
             for lane, size in ((Resource.cpu, settings.cpu_workers), (Resource.accelerator, 1))
@@ -75,10 +84,9 @@ class Scheduler:
                 local=self._pools[Resource.accelerator],
                 resource=settings.ray_resource,
                 local_steps=frozenset(settings.ray_local_steps),
+                on_grow=self._open_lanes,
             )
         self._runs = {lane: self._runner_for(lane) for lane in Resource}
-        # one thread per step the accelerator lane may run at once: one per Ray node, else one
-        self._lanes: list[threading.Thread] = []
 
     def start(self) -> None:
         """Open the accelerator lane and show the lanes; once this daemon holds its home."""
@@ -166,10 +174,15 @@ class Scheduler:
         let go (the next journal poll takes it again) and the watchdog stops."""
         with self._cond:
             self._cpu_waiting -= 1
+            self._cpu_running += 1
         try:
-            following = self._advance(job_id, Resource.cpu)
-            while following is Resource.cpu and not self._stopping:
+            try:
                 following = self._advance(job_id, Resource.cpu)
+                while following is Resource.cpu and not self._stopping:
+                    following = self._advance(job_id, Resource.cpu)
+            finally:  # before routing: its own step on the accelerator finds the lane idle
+                with self._cond:
+                    self._cpu_running -= 1
             self._route(job_id, following)
         except Exception as exc:
             self.deaths.record(threading.current_thread().name, exc)
@@ -254,10 +267,25 @@ class Scheduler:
             logger.exception("job phase crashed", job=job_id)
             return None
 
+    def _threads(self) -> int | None:
+        """The threads for the accelerator step about to start: every core while no CPU phase
+        runs or waits (and no count is set for it); None: the worker's share."""
+        if self.settings.accelerator_threads:
+            return None
+        with self._cond:
+            idle = not self._cpu_waiting and not self._cpu_running
+        return len(os.sched_getaffinity(0)) if idle else None
+
     def _runner_for(self, lane: Resource) -> Callable[..., Reply]:
         pool = self._pools[lane]
 
         def run(task: Task | Batch, limit: float | None = None) -> Reply:
+            if lane is Resource.accelerator:
+                threads = self._threads()
+                if isinstance(task, Batch):
+                    task = Batch(tuple(replace(t, threads=threads) for t in task.tasks))
+                else:
+                    task = replace(task, threads=threads)
             started = time.monotonic()
             if isinstance(task, Batch):
                 reply = pool.run(task, limit or self.settings.step_timeout)

@@ -2,7 +2,9 @@
 that offer the `accelerator` resource), through the real daemon: jobs spread over both nodes and
 come out as a local run makes them, a node killed mid-step costs only its step one try, a
 daemon killed while steps run on the cluster finishes every job exactly once after a restart,
-and a cluster that goes away leaves caixa working on this machine, saying so in `status`.
+a cluster that goes away leaves caixa working on this machine, saying so in `status`, one
+that only starts after the daemon gets its steps once it answers, and so does a head that
+comes back (a new cluster on the same port).
 
 Every node is bound to 127.0.0.1 (Ray would otherwise take the machine's interface address),
 no dashboard runs, and the cluster is shared by the tests of this module; the last one shuts
@@ -14,7 +16,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +51,42 @@ rules:
 """
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+@contextmanager
+def loopback() -> Iterator[None]:
+    """This process's environment, while it runs a cluster, set as LOOPBACK says."""
     saved = {k: os.environ.get(k) for k in LOOPBACK}
     os.environ.update(LOOPBACK)
-    c = Cluster(initialize_head=True, head_node_args={**NODE, "dashboard_host": "127.0.0.1"})
-    for _ in range(2):
-        c.add_node(**ACCELERATOR)
-    yield c
-    c.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def head(**args: Any) -> Cluster:
+    return Cluster(
+        initialize_head=True, head_node_args={**NODE, "dashboard_host": "127.0.0.1", **args}
+    )
+
+
+def free_port() -> int:
+    """A port where no cluster runs (yet)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with loopback():
+        c = head()
+        for _ in range(2):
+            c.add_node(**ACCELERATOR)
+        yield c
+        c.shutdown()
 
 
 @pytest.fixture
@@ -242,3 +268,96 @@ def test_a_cluster_that_goes_away_leaves_caixa_working_here(
     assert "gone" in status.stdout and "model steps run on this machine" in status.stdout
     gone = [e for e in world.logs() if e["event"] == "model steps run on this machine"]
     assert len(gone) == 1, "said once"
+
+
+def test_a_cluster_that_starts_after_the_daemon_takes_its_steps_once_it_answers(
+    world: World,
+) -> None:
+    port = free_port()
+    world.env.update(LOOPBACK)
+    world.env["CAIXA_RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    world.write_rules(SLEEPY.format(seconds=0.1))
+    world.inbox("gpu")
+    world.start()
+    world.wait_log("model steps run on this machine", timeout=120)
+    for i in range(2):
+        (world.inbox("gpu") / f"early-{i}.txt").write_text(f"early {i}\n")
+    world.wait_for(lambda: world.finished() >= 2, timeout=120, message="the early jobs")
+    status = world.caixa("status", "--home", str(world.home))
+    assert f"ray cluster 127.0.0.1:{port}: gone (" in status.stdout, status.stdout
+    assert "model steps run on this machine" in status.stdout
+
+    with loopback():
+        late = head(gcs_server_port=port)
+        try:
+            node = late.add_node(**ACCELERATOR)
+            world.wait_log("connected to the Ray cluster", timeout=300)
+            world.wait_for(lambda: connected_to(world, 1), timeout=120, message="the node")
+            status = world.caixa("status", "--home", str(world.home))
+            assert f"ray cluster 127.0.0.1:{port}: connected, 1 node(s)" in status.stdout
+            assert f"({node.node_id[:8]}): CPU 1, accelerator 1" in status.stdout, status.stdout
+            for i in range(3):
+                (world.inbox("gpu") / f"late-{i}.txt").write_text(f"late {i}\n")
+            world.wait_for(lambda: world.finished() >= 5, timeout=240, message="the late jobs")
+        finally:
+            world.stop_all()
+            late.shutdown()
+
+    assert world.states() == {"done": 5}
+    names = [f"early-{i}" for i in range(2)] + [f"late-{i}" for i in range(3)]
+    assert sorted(p.name for p in (world.outputs / "gpu").iterdir()) == names
+    manifests = {m["source"]["name"]: m for m in world.manifests()}
+    assert sorted(manifests) == [f"{n}.txt" for n in names], "each file published once"
+    assert len(world.manifests()) == 5
+    assert all(ran_on(manifests[f"early-{i}.txt"], "sleepy") is None for i in range(2))
+    assert {ran_on(manifests[f"late-{i}.txt"], "sleepy") for i in range(3)} == {node.node_id[:8]}
+    done = [e for e in world.logs() if e["event"] == "step done" and e.get("step") == "sleepy"]
+    assert len(done) == 5 and len({e["job"] for e in done}) == 5, "each step done once"
+    logs = world.logs()
+    assert len([e for e in logs if e["event"] == "model steps run on this machine"]) == 1
+    assert len([e for e in logs if e["event"] == "connected to the Ray cluster"]) == 1
+
+
+def test_a_head_that_comes_back_gets_the_steps_again(world: World) -> None:
+    port = free_port()
+    world.env.update(LOOPBACK)
+    world.env["CAIXA_RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    world.write_rules(SLEEPY.format(seconds=0.1))
+    world.inbox("gpu")
+
+    def on(node_id: str) -> bool:
+        nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
+        return connected_to(world, 1) and nodes[0]["node_id"] == node_id
+
+    with loopback():
+        first = head(gcs_server_port=port)
+        try:
+            before = first.add_node(**ACCELERATOR)
+            world.start()
+            world.wait_for(lambda: on(before.node_id), timeout=120, message="the first node")
+            (world.inbox("gpu") / "before.txt").write_text("before\n")
+            world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the first job")
+        finally:
+            first.shutdown()
+        world.wait_for(
+            lambda: (lanes(world).get("cluster") or {}).get("state") == "gone",
+            timeout=120,
+            message="the cluster seen gone",
+        )
+        second = head(gcs_server_port=port)
+        try:
+            after = second.add_node(**ACCELERATOR)
+            world.wait_for(lambda: on(after.node_id), timeout=300, message="the new node")
+            (world.inbox("gpu") / "after.txt").write_text("after\n")
+            world.wait_for(lambda: world.finished() >= 2, timeout=120, message="the second job")
+        finally:
+            world.stop_all()
+            second.shutdown()
+
+    assert world.states() == {"done": 2}
+    manifests = {m["source"]["name"]: m for m in world.manifests()}
+    assert ran_on(manifests["before.txt"], "sleepy") == before.node_id[:8]
+    assert ran_on(manifests["after.txt"], "sleepy") == after.node_id[:8]
+    logs = world.logs()
+    assert len([e for e in logs if e["event"] == "model steps run on this machine"]) == 1
+    assert len([e for e in logs if e["event"] == "connected to the Ray cluster"]) == 2

@@ -1,12 +1,17 @@
 """The lanes' thread budget reaches the steps: two multi-page OCR jobs on two CPU lanes never run
 more tesseract processes at once than the machine has cores. Every tesseract the daemon starts
-goes through a wrapper on PATH that counts, under a lock, how many are running as it starts."""
+goes through a wrapper on PATH that counts, under a lock, how many are running as it starts.
+And the accelerator's budget follows the load: a model step gets every core while the CPU lane
+is idle, and its share while CPU work runs, as each step's manifest records."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import World
 from tests.documents import PORTUGUESE, scanned_pdf
@@ -58,3 +63,48 @@ def test_two_ocr_jobs_on_two_cpu_lanes_start_no_more_tesseracts_than_cores(
     assert max(seen) <= len(os.sched_getaffinity(0))
     manifests = world.manifests()
     assert all("tesseract" in m["steps"][0]["data"]["programs"] for m in manifests)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core has no share to give")
+def test_a_model_step_gets_every_core_while_the_cpu_lane_is_idle_and_its_share_while_not(
+    world: World, tmp_path: Path
+) -> None:
+    cores = len(os.sched_getaffinity(0))
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    world.env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    world.write_rules(
+        f"""
+rules:
+  - name: notes
+    inbox: notes
+    steps:
+      - llm: {{task: prompt, max_tokens: 8}}
+  - name: held
+    inbox: held
+    steps:
+      - hold: {{started: "{started}", until: "{gate}"}}
+"""
+    )
+    notes, held = world.inbox("notes"), world.inbox("held")
+    world.start()
+
+    (notes / "alone.txt").write_text("Name one colour.")
+    alone = world.wait_for(lambda: _manifest(world, "alone.txt"), 300, "the first answer")
+
+    (held / "work.txt").write_text("CPU work")
+    world.wait_for(started.exists, 120, "the CPU step to start")
+    (notes / "beside.txt").write_text("Name one fruit.")
+    beside = world.wait_for(lambda: _manifest(world, "beside.txt"), 300, "the second answer")
+    gate.write_text("go")
+    world.wait_for(lambda: world.states() == {"done": 3}, 120, "the CPU job to finish")
+
+    assert alone["steps"][0]["name"] == "llm"
+    assert alone["steps"][0]["threads"] == cores  # nothing else wanted a core
+    assert alone["steps"][0]["data"]["threads"]["prompt"] == cores  # llama.cpp read on all
+    assert beside["steps"][0]["threads"] == max(1, cores // 2)  # the CPU lane had work
+    assert beside["steps"][0]["data"]["threads"]["prompt"] == max(1, cores // 2)
+    assert all(m["steps"][0]["data"]["completion_tokens"] > 0 for m in (alone, beside))
+
+
+def _manifest(world: World, name: str) -> dict[str, Any] | None:
+    return next((m for m in world.manifests() if m["source"]["name"] == name), None)

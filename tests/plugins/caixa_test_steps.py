@@ -138,3 +138,23 @@ class WeightsStep(BaseStep):
             },
             models=[params.model],
         )
+
+
+class HoldParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    started: str  # written as the step starts: the test knows CPU work is running
+    until: str  # then it holds the CPU lane until this file exists
+
+
+class HoldStep(BaseStep):
+    """CPU work that runs until the test lets it go, so that a test can start an accelerator
+    step while the CPU lane is busy, without guessing how long anything takes."""
+
+    name: ClassVar[str] = "hold"
+    Params: ClassVar[type[BaseModel]] = HoldParams
+
+    def run(self, job: StepInput, params: HoldParams) -> StepResult:
+        Path(params.started).write_text(job.source_name)
+        while not Path(params.until).exists():
+            time.sleep(0.02)
+        return StepResult(data={"held": True})

@@ -12,6 +12,7 @@ writing into a job's folder that a restarted daemon is about to use again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -60,9 +61,10 @@ class Worker:
         self.config = config
         self.device = resolve_device(config.device) if config.lane == "accelerator" else "cpu"
         self.budget = config.model_memory or detect_memory(self.device)
-        if config.pin and self.device == "cpu":
-            cores = sorted(os.sched_getaffinity(0))
-            os.sched_setaffinity(0, cores[-config.threads :])
+        self.cores = sorted(os.sched_getaffinity(0))  # every core it may use
+        self.pinned = config.pin and self.device == "cpu"
+        self.threads = 0  # what the last step ran with (and its cores, when pinned)
+        self._use_threads(min(config.threads, len(self.cores)))
 
     def handle(self, request: Task | Batch | Unload) -> Reply:
         if isinstance(request, Batch):
@@ -79,7 +81,12 @@ class Worker:
             except Exception as exc:
                 return self._reply(failure=Failure.of(exc), loaded_from=before)
         return self._reply(
-            result=result, device=device, device_reason=why, notes=notes, loaded_from=before
+            result=result,
+            device=device,
+            device_reason=why,
+            notes=notes,
+            loaded_from=before,
+            threads=self.threads,
         )
 
     def _place(self, step: type[Step], params: Any) -> tuple[str, str]:
@@ -106,7 +113,12 @@ class Worker:
             self._reply(failure=Failure.of(o))
             if isinstance(o, BaseException)
             else self._reply(
-                result=o, device=device, device_reason=why, notes=notes, batch=len(outcomes)
+                result=o,
+                device=device,
+                device_reason=why,
+                notes=notes,
+                batch=len(outcomes),
+                threads=self.threads,
             )
             for o in outcomes
         ]
@@ -121,8 +133,8 @@ class Worker:
         placed = self._place(step, params)
         evicted = models.make_room(first.model, self.budget)
         notes = [f"unloaded {', '.join(evicted)} to make room for {first.model}"] if evicted else []
-        jobs = [replace(t.job, device=placed[0], threads=self.config.threads) for t in batch.tasks]
-        self._use_threads()
+        threads = self._use_threads(self._budget(step, first))
+        jobs = [replace(t.job, device=placed[0], threads=threads) for t in batch.tasks]
         with models.serving(first.model):
             outcomes = list(step().run_batch(jobs, params))  # type: ignore[attr-defined]
         if len(outcomes) != len(jobs):
@@ -173,15 +185,32 @@ class Worker:
         gone = "cpu: the GPU ran out of memory twice (cpu_fallback: true)"
         return result, ("cpu", gone), [*notes, "ran on the CPU: the GPU ran out of memory twice"]
 
-    def _use_threads(self) -> None:
+    def _budget(self, step: type[Step], task: Task) -> int:
+        """The lane's count for this step (every core while the CPU lanes are idle) when its
+        model takes a new count per call; else the share, which a model fixes at load."""
+        share = min(self.config.threads, len(self.cores))
+        if task.threads is None or not getattr(step, "threads_follow", False):
+            return share
+        return min(max(share, task.threads), len(self.cores))  # a Ray node: all of its own
+
+    def _use_threads(self, count: int) -> int:
+        """Run on `count` threads (and, pinned, on `count` cores): every thread of this process
+        moves, since a library's pool threads keep the cores they started on. The count."""
+        if self.pinned and count != self.threads:
+            cores = set(self.cores[-count:])
+            for task in Path("/proc/self/task").iterdir():
+                with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                    os.sched_setaffinity(int(task.name), cores)
+        self.threads = count
         torch = sys.modules.get("torch")
-        if torch is not None and torch.get_num_threads() != self.config.threads:
-            torch.set_num_threads(self.config.threads)  # a library may have changed it
+        if torch is not None and torch.get_num_threads() != count:
+            torch.set_num_threads(count)  # a library may have changed it
+        return count
 
     def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
-        self._use_threads()
+        threads = self._use_threads(self._budget(step, task))
         with models.serving(task.model):
-            return step().run(replace(task.job, device=device, threads=self.config.threads), params)
+            return step().run(replace(task.job, device=device, threads=threads), params)
 
     def _reply(self, loaded_from: set[str] | None = None, **fields: Any) -> Reply:
         held = models.resident()

@@ -23,7 +23,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
 class WorkerConfig:
     lane: str  # "accelerator" or "cpu"
     device: str  # auto | cpu | cuda | cuda:N
-    threads: int  # CPU threads its libraries may use
+    threads: int  # CPU threads its libraries may use: the lane's share while CPU work waits
     pin: bool  # on the CPU, keep it to `threads` cores, so the CPU lanes keep the rest
     model_memory: int  # bytes its models may take; 0: detect
     log: dict[str, Any]  # log.configure's arguments: the daemon's own
@@ -48,6 +48,9 @@ class Task:
     model: str | None  # the step's `model_of`, for residency
     timeout: float | None = None  # the rule's limit in seconds; None: the settings' default
     cpu_fallback: bool = False  # the rule allows the CPU when the GPU runs out of memory
+    # the threads the lane gives this step, decided as it starts: every core while the CPU
+    # lanes are idle; None: the worker's share (WorkerConfig.threads)
+    threads: int | None = None
 
     @property
     def context(self) -> dict[str, str]:
@@ -113,6 +116,7 @@ class Reply:
     gpu_bytes: int | None = None  # torch's allocated GPU memory after the request
     each: list[Reply] = field(default_factory=list)  # a Batch's: one per task, in order
     batch: int = 1  # how many jobs' steps ran together in the call that made `result`
+    threads: int = 0  # the CPU threads the step ran with; 0: none given (not a step's reply)
 
 
 def describe(exc: BaseException) -> str:

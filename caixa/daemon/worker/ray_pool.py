@@ -9,6 +9,7 @@ the journal and publishing never know. A step's result is recorded only when it 
 node that dies costs only the steps it held: they fail as a dead worker's would, and the journal
 retries them, elsewhere, or on the local worker when no node can take them. A cluster that
 cannot be reached, or goes away, leaves the local worker to do the work; the lanes file says so.
+caixa tries again, less and less often, until it answers, and then sends it steps again.
 
 The Ray driver lives in the daemon: caixa's machine runs the Ray head (or joins the cluster as
 a node), and `ray.init` finds it there.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -51,6 +53,8 @@ from caixa.pipelines.base import Artifact
 logger = log.get("caixa.ray")
 NAMESPACE = "caixa"
 CONNECT_TIMEOUT = 60.0  # seconds `ray.init` may take before caixa goes on locally
+KNOCK_TIMEOUT = 5.0  # seconds a TCP connection to the head's port may take
+RETRY_FIRST, RETRY_MOST = 5.0, 30.0  # seconds between tries to reach the cluster: doubling
 LOOK_EVERY = 2.0  # seconds between looks at the cluster's nodes
 GONE_AFTER = 15.0  # seconds without an answer from the cluster before it counts as gone
 WAIT_STEP = 1.0  # seconds between looks at a running step's node
@@ -400,15 +404,23 @@ class RayPool(WorkerPool):
         local: WorkerPool,
         resource: str,
         local_steps: frozenset[str] = frozenset(),
+        on_grow: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(lane, 0, config, keep_alive, on_change)
+        self.on_grow = on_grow  # nodes joined: the lane may run more steps at once
         self.address = address
         self.local = local
         self.resource = resource  # what a node offers to serve this lane
         self.local_steps = local_steps  # steps that keep state in caixa's home: never sent out
         self.remote_config = replace(config, threads=0, pin=False)  # the node's own cores
-        self.state = "connecting"  # connecting | connected | unreachable | gone
+        self.state = "connecting"  # connecting | connected | gone
         self.why: str | None = None
+        self._joined = False  # this daemon became the cluster's driver
+        self._joining: _Joining | None = None
+        self._gcs = address  # the head's address, once connected
+        self._looks = 0  # which look thread may go on: one per connection
+        self._lost: str | None = None  # why the connected cluster counts as gone at once
+        self._quit = threading.Event()
         self._seen = time.monotonic()
         self._told: set[tuple[str, str]] = set()
         self._benched: dict[str, float] = {}  # node -> until when it gets no new worker
@@ -484,18 +496,36 @@ class RayPool(WorkerPool):
     def _watch(self) -> None:
         """Connect, then look at the nodes every few seconds (from a thread of its own: with
         the head gone, asking Ray may block): new nodes get a worker, ones that left lose
-        theirs. No answer for a while: the cluster is gone, and steps run here."""
-        if not self._connect():
-            return
-        threading.Thread(target=self._look, name=f"caixa-ray-{self.lane}-look", daemon=True).start()
-        while not self._closed:
-            time.sleep(LOOK_EVERY)
-            if time.monotonic() - self._seen > GONE_AFTER and self.state == "connected":
-                self._set("gone", f"no answer from the Ray cluster for {GONE_AFTER:g} s", None)
-                self._forget_all()
+        theirs. No answer for a while: the cluster is gone, steps run here, and this daemon
+        leaves it and connects again (a head that comes back is a new cluster, whose answers
+        to an old driver's questions would end the daemon)."""
+        while self._connect():
+            self._looks += 1
+            threading.Thread(
+                target=self._look,
+                args=(self._looks,),
+                name=f"caixa-ray-{self.lane}-look",
+                daemon=True,
+            ).start()
+            while not self._closed:
+                self._quit.wait(LOOK_EVERY)
+                silent = time.monotonic() - self._seen > GONE_AFTER
+                if self._lost or silent:
+                    why = self._lost or f"no answer from the Ray cluster for {GONE_AFTER:g} s"
+                    self._set("gone", why, None)
+                    self._forget_all()
+                    self._leave()
+                    break
 
-    def _look(self) -> None:
-        while not self._closed:
+    def _look(self, looks: int) -> None:
+        """Ask for the nodes while the head's port answers (a question asked of a head that is
+        gone waits for it, and one answered by a new head ends the driver)."""
+        while not self._closed and looks == self._looks:
+            try:
+                knock(self._gcs)
+            except OSError as exc:
+                self._lost = f"the Ray head at {self._gcs} does not answer: {exc}"
+                return
             try:
                 nodes = _nodes()
             except Exception as exc:
@@ -503,29 +533,52 @@ class RayPool(WorkerPool):
             else:
                 self._seen = time.monotonic()
                 self._place(nodes)
-                if self.state == "gone":
-                    self._set("connected", None, "the Ray cluster answers again")
-            time.sleep(LOOK_EVERY)
+            self._quit.wait(LOOK_EVERY)
+
+    def _leave(self) -> None:
+        """Disconnect from a cluster that is gone, once no step waits on it any more."""
+        self._looks += 1
+        with self._cond:
+            while any(w.busy for w in self.workers) and not self._closed:
+                self._cond.wait(WAIT_STEP)
+        self._joined = False
+        disconnect()
 
     def _connect(self) -> bool:
-        result: list[BaseException | None] = []
+        """Try until the cluster answers (True) or the daemon stops (False), with a pause that
+        doubles up to RETRY_MOST; the log says once that it does not answer."""
+        pause = RETRY_FIRST
+        while not self._closed:
+            why = self._reach()
+            if why is None:
+                self._joined, self._seen, self._lost = True, time.monotonic(), None
+                self._gcs = _gcs_address(self.address)
+                self._set("connected", None, "connected to the Ray cluster")
+                return True
+            if self.state == "gone":
+                self.why = why
+                self.on_change()
+            else:
+                self._set("gone", why, None)
+            self._quit.wait(pause)
+            pause = min(2 * pause, RETRY_MOST)
+        return False
 
-        def init() -> None:
-            try:
-                connect(self.address)
-                result.append(None)
-            except BaseException as exc:
-                result.append(exc)
-
-        thread = threading.Thread(target=init, name="caixa-ray-connect", daemon=True)
-        thread.start()
-        thread.join(CONNECT_TIMEOUT)
-        if not result or result[0] is not None:
-            why = f"{result[0]}" if result else f"no answer in {CONNECT_TIMEOUT:g} s"
-            self._set("unreachable", f"cannot reach the Ray cluster at {self.address}: {why}", None)
-            return False
-        self._set("connected", None, "connected to the Ray cluster")
-        return True
+    def _reach(self) -> str | None:
+        """Why the cluster cannot be joined now, or None once this daemon is its driver."""
+        try:
+            knock(self.address)
+        except OSError as exc:
+            return f"cannot reach it: {exc}"
+        joining = self._joining = self._joining or _Joining(self.address)
+        joining.thread.join(CONNECT_TIMEOUT)
+        if joining.thread.is_alive():  # waited on again at the next try, never doubled
+            return f"no answer in {CONNECT_TIMEOUT:g} s"
+        self._joining = None
+        if joining.error is not None:
+            disconnect()  # nothing half made is left for the next try
+            return f"cannot join it: {joining.error}"
+        return None
 
     def _set(self, state: str, why: str | None, news: str | None) -> None:
         self.state, self.why = state, why
@@ -540,7 +593,7 @@ class RayPool(WorkerPool):
     def _place(self, nodes: list[dict[str, Any]]) -> None:
         alive = {n["NodeID"]: n for n in nodes if n.get("Alive")}
         offering = {i: n for i, n in alive.items() if n["Resources"].get(self.resource, 0) >= 1}
-        changed = False
+        changed = grew = False
         with self._cond:
             for worker in list(self.workers):
                 if worker.node_id not in offering:
@@ -559,9 +612,12 @@ class RayPool(WorkerPool):
                     self._idle.insert(0, worker)
                     changed = True
                     logger.info("ray node joined", node=worker.address, resources=worker.resources)
+                    grew = True
             self._cond.notify_all()
         if changed:
             self.on_change()
+        if grew:
+            self.on_grow()
 
     def _forget_all(self) -> None:
         with self._cond:
@@ -591,10 +647,40 @@ class RayPool(WorkerPool):
         }
 
     def close(self) -> None:
+        self._quit.set()
         super().close()
         self.local.close()
-        if self.state in ("connected", "gone"):
+        if self._joined:
             disconnect()
+
+
+class _Joining:
+    """One `ray.init`, on a thread of its own: it may hang (a port that answers, but no Ray
+    head behind it), and Ray allows only one at a time."""
+
+    def __init__(self, address: str) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(address,), name="caixa-ray-connect", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, address: str) -> None:
+        try:
+            connect(address)
+        except BaseException as exc:  # Ray may end a driver it cannot start with SystemExit
+            self.error = exc
+
+
+def knock(address: str) -> None:
+    """Open and close a TCP connection to the head's port (OSError: nothing answers), so that
+    `ray.init`, which waits minutes for a head that is not there, runs once one is; `auto` is
+    left to Ray, which says at once when it finds no cluster."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=KNOCK_TIMEOUT):
+        pass
 
 
 def connect(address: str) -> None:
@@ -620,6 +706,16 @@ def disconnect() -> None:
     thread = threading.Thread(target=ray.shutdown, name="caixa-ray-shutdown", daemon=True)
     thread.start()
     thread.join(10.0)
+
+
+def _gcs_address(given: str) -> str:
+    """The head's host:port as the driver found it (`auto` names none), else `given`."""
+    import ray
+
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:
+        return given
 
 
 def _nodes() -> list[dict[str, Any]]:

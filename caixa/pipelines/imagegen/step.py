@@ -113,6 +113,7 @@ SHARED = {"negative_prompt", "steps", "guidance", "width", "height", "scheduler"
 class ImagegenStep(BaseStep):
     name: ClassVar[str] = "imagegen"
     resource: ClassVar[Resource] = Resource.accelerator
+    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = ImagegenParams
     requires: ClassVar[Requirements] = Requirements(
         modules=(diffusion.MODULE, "transformers", "accelerate", "torch"), extra="imagegen"

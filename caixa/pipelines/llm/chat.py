@@ -87,6 +87,7 @@ def open_model(
     *,
     n_ctx: int,
     threads: int | None = None,
+    writing_threads: int | None = None,
     device: str = "cpu",
     timeout: float = 300.0,
     api_key_env: str | None = None,
@@ -101,7 +102,13 @@ def open_model(
     from caixa.pipelines.llm.llama import LlamaModel
 
     threads = threads or default_threads()
-    return LlamaModel(model or DEFAULT_MODEL, n_ctx=n_ctx, threads=threads, device=device)
+    return LlamaModel(
+        model or DEFAULT_MODEL,
+        n_ctx=n_ctx,
+        threads=threads,
+        device=device,
+        writing_threads=writing_threads,
+    )
 
 
 def default_threads() -> int:
@@ -110,6 +117,15 @@ def default_threads() -> int:
     thread wrote 6-11 tokens/s and two wrote 1.1-2.3 (idle: 40 against 63-80). caixa's CPU
     lanes keep the other cores busy while the accelerator lane runs a model."""
     return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def writing_threads(budget: int) -> int:
+    """The threads llama.cpp writes an answer with, given a step's budget: llama-cpp-python's
+    own default (half the machine's CPUs) within the budget; reading the prompt, plain compute,
+    takes the whole budget. Writing waits for memory and for every thread at each token: on 2
+    cores, 2 writing threads wrote 1.6x as fast as one on an idle machine, but 0.27x under
+    other processes' load (bench/budget.py), where one thread held its own."""
+    return max(1, min(budget, (os.cpu_count() or 1) // 2))
 
 
 def pieces(text: str, budget: int, count: Callable[[str], int]) -> list[str]:

@@ -43,18 +43,31 @@ class Loaded:
 class LlamaModel:
     backend = "llama.cpp"
 
-    def __init__(self, ref: str, *, n_ctx: int, threads: int, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        ref: str,
+        *,
+        n_ctx: int,
+        threads: int,
+        device: str = "cpu",
+        writing_threads: int | None = None,
+    ) -> None:
         try:
             path = models.locate(ref)
         except models.ModelNotFoundError as exc:
             raise StepError(f"LLM model: {exc}") from exc
         self.name = ref
         self.context = n_ctx
+        # set on the context at each call, so one loaded model serves any budget: `threads`
+        # read the prompt, `writing` write the answer
+        self.threads, self.writing = threads, writing_threads or threads
         gpu_layers = 0 if device == "cpu" else -1  # all layers, where the build has a GPU
         main_gpu = int(device.split(":", 1)[1]) if ":" in device else 0
-        key = f"llama.cpp:{path.resolve()}:{n_ctx}:{threads}:{gpu_layers}:{main_gpu}"
+        key = f"llama.cpp:{path.resolve()}:{n_ctx}:{gpu_layers}:{main_gpu}"
         started = time.perf_counter()
-        self._model = models.load(key, lambda: _load(path, n_ctx, threads, gpu_layers, main_gpu))
+        self._model = models.load(
+            key, lambda: _load(path, n_ctx, (self.writing, threads), gpu_layers, main_gpu)
+        )
         resident = time.perf_counter() - started < self._model.seconds
         self.load_seconds = 0.0 if resident else round(self._model.seconds, 3)
 
@@ -97,6 +110,7 @@ class LlamaModel:
                 f"the prompt ({len(tokens)} tokens) and the answer ({max_tokens}) do not fit in "
                 f"the context of {self.context} tokens: raise n_ctx or lower max_tokens"
             )
+        self._use_threads()
         clock = FirstToken(self.llama, len(tokens), on_text)
         try:
             done = self.llama.create_completion(
@@ -120,6 +134,17 @@ class LlamaModel:
             first_token_seconds=clock.seconds,
             finish_reason=choice["finish_reason"] or "stop",
         )
+
+    def _use_threads(self) -> None:
+        """This call's threads: the lane's budget changes from step to step, and llama.cpp
+        takes new counts without a reload."""
+        from llama_cpp import llama_set_n_threads
+
+        llama, counts = self.llama, (self.writing, self.threads)
+        if (llama.n_threads, llama.n_threads_batch) != counts:
+            llama_set_n_threads(llama.ctx, *counts)
+            llama.n_threads, llama.n_threads_batch = counts
+            llama.context_params.n_threads, llama.context_params.n_threads_batch = counts
 
     def _tokens(self, text: str, add_bos: bool) -> list[int]:
         return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
@@ -179,7 +204,9 @@ def grammar(schema: dict[str, Any]) -> Any:
         raise StepError(f"llama.cpp cannot turn this JSON Schema into a grammar: {exc}") from exc
 
 
-def _load(path: Path, n_ctx: int, threads: int, gpu_layers: int, main_gpu: int) -> Loaded:
+def _load(
+    path: Path, n_ctx: int, threads: tuple[int, int], gpu_layers: int, main_gpu: int
+) -> Loaded:
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -188,8 +215,8 @@ def _load(path: Path, n_ctx: int, threads: int, gpu_layers: int, main_gpu: int) 
         llama = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
+            n_threads=threads[0],
+            n_threads_batch=threads[1],
             n_gpu_layers=gpu_layers,
             main_gpu=main_gpu,
             verbose=False,

@@ -55,6 +55,7 @@ from caixa.pipelines.llm.chat import (
     pieces,
     room,
     typed_branches,
+    writing_threads,
 )
 
 Task = Literal["summarize", "classify", "extract", "prompt", "ask"]
@@ -217,6 +218,7 @@ def _check_grammar(schema: dict[str, Any]) -> None:
 class LlmStep(BaseStep):
     name: ClassVar[str] = "llm"
     resource: ClassVar[Resource] = Resource.accelerator
+    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = LlmParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("llama_cpp", "jsonschema"), extra="llm"
@@ -237,11 +239,17 @@ class LlmStep(BaseStep):
     def run(self, job: StepInput, params: LlmParams) -> StepResult:
         text, read_from = read_text(job)
         check_length(text, params.max_characters, "llm", "")
+        # the prompt is read on the whole budget; the answer written on llama.cpp's default
+        threads = {
+            "prompt": params.threads or job.threads,
+            "writing": params.threads or writing_threads(job.threads),
+        }
         model = open_model(
             params.model,
             params.server,
             n_ctx=params.n_ctx,
-            threads=params.threads or job.threads,
+            threads=threads["prompt"],
+            writing_threads=threads["writing"],
             device=job.device,
             timeout=params.timeout,
             api_key_env=params.api_key_env,
@@ -259,7 +267,13 @@ class LlmStep(BaseStep):
             out = ask(run, text, job)
         return StepResult(
             [out.artifact],
-            data={"task": params.task, "input": read_from, **out.data, **run.usage()},
+            data={
+                "task": params.task,
+                "input": read_from,
+                **out.data,
+                **run.usage(),
+                **({"threads": threads} if params.server is None else {}),
+            },
             models=[f"{model.backend}:{model.name}"],
             fields=out.fields,
         )

@@ -37,6 +37,7 @@ class ClassifyParams(PhotoParams):
 class ClassifyStep(BaseStep):
     name: ClassVar[str] = "classify"
     resource: ClassVar[Resource] = Resource.accelerator
+    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = ClassifyParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("torch", efficientnet.MODULE, yolo.MODULE), extra="vision"

@@ -48,6 +48,7 @@ class DetectParams(PhotoParams):
 class DetectStep(BaseStep):
     name: ClassVar[str] = "detect"
     resource: ClassVar[Resource] = Resource.accelerator
+    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = DetectParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("torch", yolo.MODULE, "cv2"), extra="vision"
