@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from caixa import filetypes
-from caixa.display import shown
 from caixa.config import yamlmarks
+from caixa.display import shown
 from caixa.errors import RulesError
 from caixa.pipelines.base import STEP_FIELDS, Step
 from caixa.pipelines.registry import StepRegistry, default_registry
