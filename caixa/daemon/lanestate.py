@@ -174,7 +174,9 @@ def _worker_line(w: dict[str, Any], now: float) -> str:
     doing = "idle"
     if w["job"]:
         model = f", model {w['model']}" if w["model"] else ""
-        doing = f"running {w['step']} for job {w['job']}{model} ({now - w['busy_since']:.0f} s)"
+        done = f", {w['progress']:.0%} done" if w.get("progress") is not None else ""
+        took = f"{now - w['busy_since']:.0f} s{done}"
+        doing = f"running {w['step']} for job {w['job']}{model} ({took})"
     held = [
         f"{r['model']} (loaded {now - r['loaded_at']:.0f} s ago"
         + (f", {r['size'] / 2**20:.0f} MB" if r["size"] else "")

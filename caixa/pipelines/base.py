@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -99,6 +99,10 @@ class Artifact:
         return cls(data["name"], Path(data["path"]), data["media_type"], data["publish"])
 
 
+def unheard(done: float) -> None:
+    """Where a step's progress goes when nobody watches it (a step called directly)."""
+
+
 @dataclass(frozen=True)
 class StepInput:
     job_id: str
@@ -116,6 +120,9 @@ class StepInput:
     # machine's cores. Outside a lane (a step called directly), every CPU this process may use.
     threads: int = field(default_factory=available)
     source_path: str = ""  # where it was under its inbox ("2026/a.txt"); "" means source_name
+    # a long step says how far it is, 0..1, as often as it likes: its worker passes it on
+    # (at most once a second) and `caixa status` and the page show it
+    progress: Callable[[float], None] = field(default=unheard, compare=False, repr=False)
 
     @property
     def where(self) -> str:

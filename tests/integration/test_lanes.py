@@ -1,5 +1,5 @@
-"""The lanes through the real daemon and its worker processes: a worker killed mid-step costs
-its job one try and nothing else, a step over its time limit fails clearly and frees the lane,
+"""The lanes through the real daemon and its worker processes: a long step's progress shows in
+`caixa status`, a worker killed mid-step costs its job one try and nothing else, a step over its time limit fails clearly and frees the lane,
 an unused model leaves memory after its keep-alive, and a backlog over three models is served
 with few swaps and never two accelerator steps at once."""
 
@@ -8,15 +8,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
 from caixa.daemon import lanestate
 from tests.conftest import World
+from tests.webserver import start_web
 
 MODELS = ("alpha", "beta", "gamma")
 
@@ -30,6 +33,39 @@ def accelerator(world: World) -> dict[str, Any] | None:
 def busy_with(world: World, step: str) -> bool:
     worker = accelerator(world)
     return worker is not None and worker["step"] == step
+
+
+def test_a_long_steps_progress_shows_in_status_until_it_ends(world: World) -> None:
+    release = world.root / "release"
+    world.write_rules(
+        f"""
+rules:
+  - name: long
+    inbox: long
+    steps: [{{sleepy: {{until: {release}, progress: 0.37}}}}]
+"""
+    )
+    world.start()
+    (world.inbox("long") / "meeting.txt").write_text("two hours of meeting\n")
+
+    def shown() -> str:
+        return world.caixa("status", "--home", str(world.home)).stdout
+
+    world.wait_for(lambda: "37% done" in shown(), 180, "the step's progress in status")
+    line = next(ln for ln in shown().splitlines() if "37% done" in ln)
+    assert "running sleepy for job" in line, line
+    web = start_web(world)
+    try:  # the page's overview says it too, in each language
+        for language, said in (("en", "37% done"), ("pt-BR", "37% feito")):
+            page = httpx.get(web.url + "/", headers={"Accept-Language": language}).text
+            assert re.search(rf"<td>sleepy \([^<]*{said}\)</td>", page), page[-3000:]
+    finally:
+        web.stop()
+    release.touch()
+    world.wait_for(lambda: world.finished() >= 1, message="the long job")
+    world.wait_for(lambda: accelerator(world)["job"] is None, message="the lane free")
+    assert accelerator(world)["progress"] is None
+    assert "% done" not in shown()
 
 
 def test_a_worker_killed_mid_step_costs_only_its_job_one_try(world: World) -> None:

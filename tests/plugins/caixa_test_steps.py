@@ -28,6 +28,7 @@ class SleepyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seconds: float = 0.1
     until: str = ""  # then hold on until this file exists: the test says when to let go
+    progress: float | None = None  # say this much is done before holding on
 
 
 class SleepyStep:
@@ -42,6 +43,8 @@ class SleepyStep:
     def run(self, job: StepInput, params: SleepyParams) -> StepResult:
         start = time.time()
         time.sleep(params.seconds)
+        if params.progress is not None:
+            job.progress(params.progress)
         while params.until and not Path(params.until).exists():
             time.sleep(0.02)
         out = job.workdir / "slept.txt"

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from caixa.errors import InputError, StepError
+from caixa.pipelines.base import StepInput
 from caixa.pipelines.common.timecode import clock, stamp
 from caixa.pipelines.transcribe import media, whisper
 from caixa.pipelines.transcribe.step import TranscribeParams, TranscribeStep
@@ -138,3 +139,25 @@ def test_the_transcript_is_written_as_it_comes_in_paragraphs_at_pauses(tmp_path:
     assert srt.startswith("1\n00:00:00,000 --> 00:00:03,000\nFirst thing said.\n\n2\n")
     assert srt.count(" --> ") == 4
     assert out.paths["vtt"].read_text().count("\n00:00:12.000 --> 00:00:14.000\n") == 1
+
+
+def test_a_recording_says_how_far_it_is_heard(tmp_path: Path) -> None:
+    note = tmp_path / "note.wav"
+    speech_clip.speak(note, speech_clip.PARAGRAPHS[:2], pause=0.5)
+    (tmp_path / "work").mkdir()
+    heard: list[float] = []
+    job = StepInput(
+        job_id="job-note",
+        rule="voice",
+        source=note,
+        source_name="note.wav",
+        media_type="audio/wav",
+        artifacts=(),
+        workdir=tmp_path / "work",
+        home=tmp_path / "home",
+        progress=heard.append,
+    )
+    TranscribeStep().run(job, TranscribeParams())
+    assert len(heard) >= 2, heard  # one per segment: the daemon keeps one a second
+    assert heard == sorted(heard) and 0 < heard[0] < heard[-1] <= 1.0, heard
+    assert heard[-1] > 0.8, heard  # the last segment ends near the end of the recording

@@ -19,6 +19,8 @@ import shutil
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -32,6 +34,7 @@ from caixa.daemon.worker.protocol import (
     Batch,
     Failure,
     Hello,
+    Progress,
     Reply,
     Task,
     Unload,
@@ -39,10 +42,11 @@ from caixa.daemon.worker.protocol import (
     describe,
 )
 from caixa.errors import StepError
-from caixa.pipelines.base import Step, StepResult
+from caixa.pipelines.base import Step, StepResult, unheard
 from caixa.pipelines.registry import default_registry
 
 logger = log.get("caixa.worker")
+PROGRESS_EVERY = 1.0  # seconds between two Progress messages of one step
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -57,8 +61,9 @@ def out_of_memory(exc: BaseException) -> bool:
 class Worker:
     """What runs inside the worker process."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, send: Callable[[Any], None] | None = None) -> None:
         self.config = config
+        self.send = send  # to the daemon, for a step's Progress; None: nobody listens
         self.device = resolve_device(config.device) if config.lane == "accelerator" else "cpu"
         self.budget = config.model_memory or detect_memory(self.device)
         self.cores = sorted(os.sched_getaffinity(0))  # every core it may use
@@ -209,13 +214,31 @@ class Worker:
 
     def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
         threads = self._use_threads(self._budget(step, task))
+        progress = _Teller(self.send) if self.send else unheard
+        job = replace(task.job, device=device, threads=threads, progress=progress)
         with models.serving(task.model):
-            return step().run(replace(task.job, device=device, threads=threads), params)
+            return step().run(job, params)
 
     def _reply(self, loaded_from: set[str] | None = None, **fields: Any) -> Reply:
         held = models.resident()
         loaded = [r.name for r in held if loaded_from is not None and r.name not in loaded_from]
         return Reply(loaded=loaded, resident=held, gpu_bytes=gpu_bytes(), **fields)
+
+
+class _Teller:
+    """A step's progress, passed on to the daemon at most once a PROGRESS_EVERY."""
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        self.send = send
+        self.last = 0.0
+
+    def __call__(self, done: float) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        with contextlib.suppress(OSError):  # the daemon is gone: _read ends this process
+            self.send(Progress(min(max(float(done), 0.0), 1.0)))
 
 
 def _empty(folder: Path) -> None:
@@ -258,7 +281,7 @@ def main() -> None:
     offline.enforce()
     log.configure(**config.log)
     try:
-        worker = Worker(config)
+        worker = Worker(config, conn.send)
     except Exception as exc:
         conn.send(Hello(os.getpid(), config.device, 0, error=describe(exc)))
         return

@@ -27,6 +27,7 @@ from caixa import log
 from caixa.daemon.worker.protocol import (
     Batch,
     Hello,
+    Progress,
     RemoteStepError,
     Reply,
     Task,
@@ -62,6 +63,7 @@ class WorkerProcess:
         self.hello: Hello | None = None
         # the step it runs and since when, as one value: the status thread reads it unlocked
         self.busy: tuple[Task, float] | None = None
+        self.progress: float | None = None  # how far the busy step says it is, 0..1
         self.reply: Reply = Reply()  # the last one: what it holds now
         self.started = 0  # processes started so far; more than one means restarts
 
@@ -77,14 +79,14 @@ class WorkerProcess:
         self._ensure()
         # a batch shows as its first task, with the batch's limit (the lane's stall check)
         first = replace(task.tasks[0], timeout=timeout) if isinstance(task, Batch) else task
-        self.busy = (first, time.time())
+        self.busy, self.progress = (first, time.time()), None
         self.on_change()
         try:
             reply = self._call(task, timeout)
         except TimeoutError:
             raise StepTimeoutError(_overran(first, timeout)) from None
         finally:
-            self.busy = None
+            self.busy = self.progress = None
         if reply.failure is not None:
             raise RemoteStepError(reply.failure)
         return reply
@@ -130,15 +132,22 @@ class WorkerProcess:
         return self.reply
 
     def _receive(self, timeout: float) -> Any:
+        """The worker's answer, noting the Progress it sends before it."""
         assert self.conn is not None
-        if not self.conn.poll(timeout):  # nothing yet: it is still working
-            self.kill()
-            raise TimeoutError
-        try:
-            return self.conn.recv()
-        except (EOFError, OSError):
-            code = self.kill()
-            raise WorkerDiedError(_death(self.name, code)) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.conn.poll(max(0.0, deadline - time.monotonic())):  # still working
+                self.kill()
+                raise TimeoutError
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                code = self.kill()
+                raise WorkerDiedError(_death(self.name, code)) from None
+            if not isinstance(message, Progress):
+                return message
+            self.progress = message.done
+            self.on_change()
 
     def kill(self) -> int | None:
         """Stop it now, with whatever a step started; return how it ended. The socket closes
@@ -164,7 +173,7 @@ class WorkerProcess:
             "device": self.hello.device if self.hello else None,
             "threads": self.config.threads,
             "model_memory": self.hello.model_memory if self.hello else None,
-            **work_view(self.busy, self.reply, self.started),
+            **work_view(self.busy, self.reply, self.started, self.progress),
         }
 
 
@@ -291,15 +300,18 @@ def _overran(task: Task, timeout: float) -> str:
     )
 
 
-def work_view(busy: tuple[Task, float] | None, reply: Reply, started: int) -> dict[str, Any]:
+def work_view(
+    busy: tuple[Task, float] | None, reply: Reply, started: int, progress: float | None = None
+) -> dict[str, Any]:
     """What a worker is doing and holding, as `caixa status` and the page show it; the same
-    for a local worker and a Ray node's."""
+    for a local worker and a Ray node's (whose steps do not report their progress)."""
     task, since = busy or (None, None)
     return {
         "job": task.job.job_id if task else None,
         "step": task.step if task else None,
         "model": task.model if task else None,
         "busy_since": since,
+        "progress": None if progress is None or task is None else round(progress, 3),
         "resident": [
             {"model": r.name, "loaded_at": r.loaded_at, "last_used": r.last_used, "size": r.size}
             for r in reply.resident

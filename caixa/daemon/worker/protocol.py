@@ -1,7 +1,8 @@
 """What the daemon and a worker process say to each other, as plain picklable data.
 
 A WorkerConfig first, answered by a Hello; then Task, Batch and Unload requests, each answered
-by a Reply (a Batch's holds one Reply per task, in order). A step's exception crosses as a Failure, classified once, here, for both sides.
+by a Reply (a Batch's holds one Reply per task, in order), which a long step's Progress
+messages may precede. A step's exception crosses as a Failure, classified once, here, for both sides.
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ class Batch:
     step's `run_batch`: one model call for all of them."""
 
     tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the running step is, 0..1, sent before its Reply."""
+
+    done: float
 
 
 @dataclass(frozen=True)

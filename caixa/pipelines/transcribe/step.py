@@ -118,7 +118,11 @@ class TranscribeStep(BaseStep):
                 heard = whisper.hear(model, block, params.vad, **_options(params, language))
                 out.pauses.extend(offset + p for p in heard.pauses)
                 for s in heard.segments:
-                    out.add(_segment(s, offset))
+                    segment = _segment(s, offset)
+                    out.add(segment)
+                    if found.duration:  # how far, for `caixa status` and the page; Whisper's
+                        # last segment may end a little after the recording does
+                        job.progress(min(1.0, segment.end / found.duration))
                 if language is None and heard.info is not None:
                     info = heard.info
                     language, probability = info.language, round(info.language_probability, 4)
