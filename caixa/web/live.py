@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from caixa import app, i18n
+from caixa.display import shown_lines
 from caixa.errors import CaixaError, StepError, TransientError
 from caixa.web import pages
 from caixa.web.site import Site, language_of
@@ -68,7 +69,7 @@ async def answer_stream(request: Request) -> Response:
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     def said(text: str) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, ("text", json.dumps(text)))
+        loop.call_soon_threadsafe(queue.put_nowait, ("text", json.dumps(shown_lines(text))))
 
     def work() -> None:
         i18n.current.set(language)
@@ -79,7 +80,7 @@ async def answer_stream(request: Request) -> Response:
             )
             loop.call_soon_threadsafe(queue.put_nowait, ("done", html))
         except (CaixaError, StepError, TransientError, OSError) as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, ("problem", str(exc)))
+            loop.call_soon_threadsafe(queue.put_nowait, ("problem", shown_lines(str(exc))))
 
     async def stream() -> AsyncIterator[str]:
         working = asyncio.ensure_future(site.in_models_thread(work))

@@ -17,6 +17,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 
 from caixa import app, i18n
 from caixa.daemon.journal import State, status_line
+from caixa.display import shown
 from caixa.errors import CaixaError
 from caixa.web import drop as dropping
 from caixa.web import files
@@ -278,7 +279,7 @@ async def search_page(request: Request) -> Response:
         results=results,
         problem=problem,
         href=lambda hit: output_href(str(hit.folder), hit.artifact) if hit.folder else None,
-        snippet=lambda hit: Markup(hit.marked("<mark>", "</mark>", escape)),
+        snippet=lambda hit: Markup(hit.marked("<mark>", "</mark>", lambda s: escape(shown(s)))),
     )
 
 
