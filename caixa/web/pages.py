@@ -139,7 +139,7 @@ def job_page(request: Request) -> Response:
         detail = app.job(site.home, request.path_params["job_id"], outputs)
     except CaixaError:
         raise HTTPException(404, "no such job") from None
-    shown = []
+    readable = []
     if detail.folder is not None and detail.manifest is not None and outputs is not None:
         rel = detail.job.output_dir or ""
         for name in detail.manifest.get("outputs", []):
@@ -147,7 +147,7 @@ def job_page(request: Request) -> Response:
                 path = files.inside(outputs, f"{rel}/{name}")
             except (files.RefusedError, OSError):
                 continue
-            shown.append(files.shown(path, output_href(rel, name)))
+            readable.append(files.shown(path, output_href(rel, name)))
     made = [s.result.get("data", {}) for s in detail.steps if s.result]
     generated = next((d for d in made if "prompt" in d and "seed" in d), None)
     return site.render(
@@ -155,7 +155,7 @@ def job_page(request: Request) -> Response:
         "job.html",
         detail=detail,
         job=detail.job,
-        outputs=shown,
+        outputs=readable,
         generated=generated,
         has_source=_source(site, detail.job.final_path) is not None,
         now=time.time(),
