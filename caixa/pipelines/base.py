@@ -15,6 +15,8 @@ Where each hook runs:
   its exception); an exception out of `run_batch` itself makes the worker run each job alone
   with `run`. Its results must equal `run`'s. The accelerator lane batches the jobs that wait
   for such a step (caixa.daemon.policy.BATCH at most).
+A long `run` may call `job.progress(done)` (0..1) as often as it likes: the worker passes it on
+to the daemon at most once a second, for `caixa status` and the page.
 """
 
 from __future__ import annotations
