@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,23 @@ def test_the_step_refuses_a_job_with_no_text_and_says_what_to_add(tmp_path: Path
     job = scan_job(tmp_path, {})
     with pytest.raises(InputError, match="put `ocr` or `text` before `index`"):
         IndexStep().run(job, IndexParams())
+
+
+def test_a_long_text_says_how_far_its_embedding_is_and_keeps_each_vector_with_its_chunk(
+    tmp_path: Path, e5: Embedder
+) -> None:
+    words = "river engine garden letter winter copper violin harbour pepper castle tunnel".split()
+    notes = [
+        f"Note {i}: the {words[i % 11]} by the {words[i * 7 % 11]} near the {words[i * 5 % 11]}"
+        f" and past the {words[i * 3 % 11]}."  # over half a chunk: one note a chunk
+        for i in range(300)
+    ]
+    heard: list[float] = []
+    job = replace(scan_job(tmp_path, {"notes.txt": "\n\n".join(notes)}), progress=heard.append)
+    result = IndexStep().run(job, IndexParams(chunk_chars=100, overlap_chars=0))
+    assert result.data["chunks"] == 300
+    assert heard == [256 / 300, 1.0]  # after each slice of 256 chunks
+    with Store(tmp_path / "home" / "index.sqlite3") as store:
+        for note in (notes[0], notes[255], notes[256], notes[-1]):  # either side of the cut
+            ((found, _),) = store.nearest(e5.passages([note])[0], 1)
+            assert store.chunks([found])[found].chunk.text == note

