@@ -3,6 +3,7 @@ each refusal is an InputError whose message says what is wrong and what to do.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,12 @@ from pypdf import PdfReader, PdfWriter
 from caixa.errors import InputError
 from caixa.pipelines.ocr import tesseract
 from caixa.pipelines.ocr.poppler import BadPdfError
-from caixa.pipelines.ocr.step import OcrParams
+from caixa.pipelines.ocr.step import OcrParams, OcrStep
 from tests.documents import (
     PORTUGUESE,
     blank_page,
     image_pdf,
+    job_for,
     ocr,
     png_claiming,
     render_page,
@@ -54,6 +56,20 @@ def test_in_a_mixed_pdf_only_the_scanned_pages_are_ocred(tmp_path: Path) -> None
     typed, read = result.artifacts[0].path.read_text().split("\f")
     assert similarity(typed, PORTUGUESE[0]) == 1.0 and similarity(read, printed) >= 0.95
     assert len(PdfReader(result.artifacts[1].path).pages) == 2
+
+
+def test_a_scan_says_how_far_it_is_page_by_page(tmp_path: Path) -> None:
+    pages = [
+        render_page([text], inches=(8.27, 2), margin=0.5, seed=n)[0]
+        for n, text in enumerate(PORTUGUESE[:3])
+    ]
+    heard: list[float] = []
+    job = replace(
+        job_for(image_pdf(pages, tmp_path / "scan.pdf"), tmp_path / "work"), progress=heard.append
+    )
+    result = OcrStep().run(job, OcrParams())
+    assert result.data["ocr_pages"] == [1, 2, 3]
+    assert heard == [1 / 3, 2 / 3, 1.0]
 
 
 def test_an_image_with_no_text_fails_saying_no_text_was_found(tmp_path: Path) -> None:

@@ -231,14 +231,16 @@ class _Teller:
     def __init__(self, send: Callable[[Any], None]) -> None:
         self.send = send
         self.last = 0.0
+        self._lock = threading.Lock()  # a step may report from several of its threads
 
     def __call__(self, done: float) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY:
-            return
-        self.last = now
-        with contextlib.suppress(OSError):  # the daemon is gone: _read ends this process
-            self.send(Progress(min(max(float(done), 0.0), 1.0)))
+        with self._lock:
+            now = time.monotonic()
+            if now - self.last < PROGRESS_EVERY:
+                return
+            self.last = now
+            with contextlib.suppress(OSError):  # the daemon is gone: _read ends this process
+                self.send(Progress(min(max(float(done), 0.0), 1.0)))
 
 
 def _empty(folder: Path) -> None:

@@ -115,7 +115,7 @@ class OcrStep(BaseStep):
             )
         tesseract.check_languages(params.languages, osd=params.rotate)
         pages = [Page(n, job.source, True, params.dpi) for n in scanned]
-        read = {p.number: p for p in read_pages(pages, job.workdir, params, job.threads)}
+        read = {p.number: p for p in read_pages(pages, job, params)}
         texts = [
             read[n].text if n in read else layer[n - 1].rstrip() for n in range(1, info.pages + 1)
         ]
@@ -130,7 +130,7 @@ class OcrStep(BaseStep):
         dpis = inspect_image(job.source, params)
         tesseract.check_languages(params.languages, osd=params.rotate)
         pages = [Page(n, job.source, False, dpi) for n, dpi in enumerate(dpis, 1)]
-        read = read_pages(pages, job.workdir, params, job.threads)
+        read = read_pages(pages, job, params)
         target = job.workdir / "searchable.pdf"
         join_pdf([p.pdf for p in read], None, target)
         return finish(job, params, [p.text for p in read], target, read, len(pages), (TESSERACT,))
@@ -218,13 +218,18 @@ def inspect_image(path: Path, params: OcrParams) -> list[int]:
         return dpis
 
 
-def read_pages(pages: list[Page], workdir: Path, params: OcrParams, threads: int) -> list[PageText]:
-    """Every page, in order, read by at most `workers` tesseract processes at once."""
-    workers = min(params.workers or threads, len(pages))
+def read_pages(pages: list[Page], job: StepInput, params: OcrParams) -> list[PageText]:
+    """Every page, in order, read by at most `workers` tesseract processes at once; how far
+    it is goes to `job.progress` as pages come back in order."""
+    workers = min(params.workers or job.threads, len(pages))
     with ThreadPoolExecutor(workers, thread_name_prefix="caixa-ocr") as pool:
-        futures = [pool.submit(read_page, page, workdir, params) for page in pages]
+        futures = [pool.submit(read_page, page, job.workdir, params) for page in pages]
         try:
-            return [f.result() for f in futures]
+            read = []
+            for done, future in enumerate(futures, 1):
+                read.append(future.result())
+                job.progress(done / len(futures))
+            return read
         except BaseException:
             for f in futures:
                 f.cancel()  # the pages not started yet; the running ones end soon
