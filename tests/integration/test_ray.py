@@ -207,6 +207,32 @@ def test_a_node_killed_mid_step_costs_only_its_step_one_try(
     cluster.add_node(**ACCELERATOR)  # the next tests get two nodes again
 
 
+def test_how_far_a_step_on_a_node_is_shows_in_status(on_cluster: World) -> None:
+    world = on_cluster
+    release = world.root / "release"
+    world.write_rules(
+        f"""
+rules:
+  - name: gpu
+    inbox: gpu
+    steps: [{{sleepy: {{until: {release}, progress: 0.37}}}}]
+"""
+    )
+    world.start()
+    world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
+    (world.inbox("gpu") / "long.txt").write_text("a long one\n")
+
+    def shown() -> str:
+        return world.caixa("status", "--home", str(world.home)).stdout
+
+    world.wait_for(lambda: "37% done" in shown(), 180, "the node's step's progress in status")
+    line = next(ln for ln in shown().splitlines() if "37% done" in ln)
+    assert "accelerator@127.0.0.1" in line and "running sleepy" in line, line
+    release.touch()
+    world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the long job")
+    assert world.states() == {"done": 1}
+
+
 def test_a_daemon_killed_while_steps_run_on_the_cluster_finishes_every_job_once(
     on_cluster: World,
 ) -> None:

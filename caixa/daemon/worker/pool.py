@@ -304,7 +304,7 @@ def work_view(
     busy: tuple[Task, float] | None, reply: Reply, started: int, progress: float | None = None
 ) -> dict[str, Any]:
     """What a worker is doing and holding, as `caixa status` and the page show it; the same
-    for a local worker and a Ray node's (whose steps do not report their progress)."""
+    for a local worker and a Ray node's."""
     task, since = busy or (None, None)
     return {
         "job": task.job.job_id if task else None,

@@ -184,8 +184,9 @@ class NodeWorker:
         self.home = self.root / "home"
         self.home.mkdir()
         self.error: str | None = None
+        self.done: float | None = None  # how far the running step says it is
         try:
-            self.worker = Worker(replace(config, threads=threads))
+            self.worker = Worker(replace(config, threads=threads), send=self._heard)
         except Exception as exc:  # a device asked for that this node lacks
             self.error = describe(exc)
 
@@ -202,9 +203,16 @@ class NodeWorker:
             "error": self.error,
         }
 
+    def _heard(self, message: Any) -> None:
+        self.done = message.done  # the Worker sends only Progress here
+
+    def progress(self) -> float | None:
+        return self.done
+
     def run(self, parcel: Parcel) -> Return:
         from caixa.pipelines.registry import default_registry
 
+        self.done = None
         task = parcel.task
         lacking = default_registry().availability(task.step).reason
         if lacking is None and task.model in models.PACKAGED:
@@ -246,6 +254,7 @@ class RayWorker:
         self.config = config
         self.on_change = on_change
         self.busy: tuple[Task, float] | None = None
+        self.progress: float | None = None  # how far the busy step is, asked for while it runs
         self.reply = Reply()
         self.started = 0
         self.hello: dict[str, Any] | None = None
@@ -265,10 +274,10 @@ class RayWorker:
 
         self._ensure()
         parcel, local = pack(task)
-        self.busy = (task, time.time())
+        self.busy, self.progress = (task, time.time()), None
         self.on_change()
         try:
-            back: Return = self._wait(self.actor.run.remote(parcel), timeout)
+            back: Return = self._wait(self.actor.run.remote(parcel), timeout, asking=True)
         except TimeoutError:
             self.kill()
             raise StepTimeoutError(_overran(task, timeout)) from None
@@ -276,7 +285,7 @@ class RayWorker:
             self.kill()
             raise WorkerDiedError(self._lost(exc)) from None
         finally:
-            self.busy = None
+            self.busy = self.progress = None
         if back.lacking is not None:
             raise Lacking(back.lacking)
         self.reply = back.reply
@@ -311,7 +320,7 @@ class RayWorker:
                 num_cpus=0,
                 num_gpus=gpus,
                 max_restarts=0,
-                max_concurrency=2,  # an unload may come while a step runs
+                max_concurrency=3,  # an unload, and a question of progress, while a step runs
                 scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False),
             )
             .remote(self.config)
@@ -331,8 +340,9 @@ class RayWorker:
             device=self.hello["device"],
         )
 
-    def _wait(self, ref: Any, timeout: float) -> Any:
-        """ray.get, a second at a time, so a node that leaves is noticed while it works."""
+    def _wait(self, ref: Any, timeout: float, asking: bool = False) -> Any:
+        """ray.get, a second at a time, so a node that leaves is noticed while it works (and,
+        `asking`, how far its step is)."""
         import ray
 
         deadline = time.monotonic() + timeout
@@ -347,6 +357,17 @@ class RayWorker:
                     raise WorkerDiedError(
                         f"node {self.address} left the Ray cluster while running this step"
                     ) from None
+                if asking:
+                    self._ask_progress()
+
+    def _ask_progress(self) -> None:
+        import ray
+
+        with contextlib.suppress(ray.exceptions.RayError):  # a view only; run's wait decides
+            done = ray.get(self.actor.progress.remote(), timeout=WAIT_STEP)
+            if done != self.progress:
+                self.progress = done
+                self.on_change()
 
     def _lost(self, exc: BaseException) -> str:
         self.dead = True
@@ -378,7 +399,7 @@ class RayWorker:
             "device": hello.get("device"),
             "threads": hello.get("threads") or 0,
             "model_memory": hello.get("model_memory"),
-            **work_view(self.busy, self.reply, self.started),
+            **work_view(self.busy, self.reply, self.started, self.progress),
             "lacks": self.lacks,
         }
 
