@@ -13,6 +13,7 @@ writing into a job's folder that a restarted daemon is about to use again.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import shutil
@@ -214,10 +215,14 @@ class Worker:
 
     def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
         threads = self._use_threads(self._budget(step, task))
-        progress = _Teller(self.send) if self.send else unheard
-        job = replace(task.job, device=device, threads=threads, progress=progress)
-        with models.serving(task.model):
-            return step().run(job, params)
+        teller = _Teller(self.send) if self.send else None
+        job = replace(task.job, device=device, threads=threads, progress=teller or unheard)
+        try:
+            with models.serving(task.model):
+                return step().run(job, params)
+        finally:
+            if teller is not None:
+                teller.stop()  # a thread the step left behind says no more
 
     def _reply(self, loaded_from: set[str] | None = None, **fields: Any) -> Reply:
         held = models.resident()
@@ -229,18 +234,22 @@ class _Teller:
     """A step's progress, passed on to the daemon at most once a PROGRESS_EVERY."""
 
     def __init__(self, send: Callable[[Any], None]) -> None:
-        self.send = send
+        self.send: Callable[[Any], None] | None = send
         self.last = 0.0
         self._lock = threading.Lock()  # a step may report from several of its threads
 
     def __call__(self, done: float) -> None:
         with self._lock:
             now = time.monotonic()
-            if now - self.last < PROGRESS_EVERY:
+            if self.send is None or now - self.last < PROGRESS_EVERY or not math.isfinite(done):
                 return
             self.last = now
             with contextlib.suppress(OSError):  # the daemon is gone: _read ends this process
                 self.send(Progress(min(max(float(done), 0.0), 1.0)))
+
+    def stop(self) -> None:
+        with self._lock:
+            self.send = None
 
 
 def _empty(folder: Path) -> None:
@@ -282,8 +291,14 @@ def main() -> None:
     sys.path[:] = config.sys_path  # plugins found where the daemon finds them
     offline.enforce()
     log.configure(**config.log)
+    sending = threading.Lock()  # a step's Progress and a Reply never interleave on the socket
+
+    def send(message: Any) -> None:
+        with sending:
+            conn.send(message)
+
     try:
-        worker = Worker(config, conn.send)
+        worker = Worker(config, send)
     except Exception as exc:
         conn.send(Hello(os.getpid(), config.device, 0, error=describe(exc)))
         return
@@ -292,4 +307,4 @@ def main() -> None:
     inbox: queue.Queue[Any] = queue.Queue()
     threading.Thread(target=_read, args=(conn, inbox), daemon=True).start()
     while True:
-        conn.send(worker.handle(inbox.get()))
+        send(worker.handle(inbox.get()))

@@ -210,9 +210,15 @@ class NodeWorker:
         return self.done
 
     def run(self, parcel: Parcel) -> Return:
+        self.done = None
+        try:
+            return self._run(parcel)
+        finally:
+            self.done = None  # the next step starts from nothing
+
+    def _run(self, parcel: Parcel) -> Return:
         from caixa.pipelines.registry import default_registry
 
-        self.done = None
         task = parcel.task
         lacking = default_registry().availability(task.step).reason
         if lacking is None and task.model in models.PACKAGED:
@@ -358,13 +364,13 @@ class RayWorker:
                         f"node {self.address} left the Ray cluster while running this step"
                     ) from None
                 if asking:
-                    self._ask_progress()
+                    self._ask_progress(min(WAIT_STEP, max(0.1, deadline - time.monotonic())))
 
-    def _ask_progress(self) -> None:
+    def _ask_progress(self, timeout: float) -> None:
         import ray
 
         with contextlib.suppress(ray.exceptions.RayError):  # a view only; run's wait decides
-            done = ray.get(self.actor.progress.remote(), timeout=WAIT_STEP)
+            done = ray.get(self.actor.progress.remote(), timeout=timeout)
             if done != self.progress:
                 self.progress = done
                 self.on_change()
