@@ -225,4 +225,7 @@ def test_bad_recordings_fail_clearly(run: Run) -> None:
     (note,) = cut["notes"]
     assert re.fullmatch(r"the audio is damaged after 00:0\d: transcribed up to there", note)
     assert wer(speech_clip.PARAGRAPHS[0], run.text("cut.m4a")) > 0.2  # only its first part
-    assert words(run.text("cut.m4a"))[:5] == words(speech_clip.PARAGRAPHS[0])[:5]
+    # its first part is heard: Piper speaks a little differently each run and Whisper may take
+    # one of the first eight words for another ("a new" heard once as "the new")
+    opening = words(speech_clip.PARAGRAPHS[0])[:8]
+    assert Levenshtein.distance(words(run.text("cut.m4a"))[:8], opening) <= 1
