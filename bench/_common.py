@@ -191,3 +191,24 @@ def save(name: str, figures: dict[str, Any]) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["watch"]:
     _watch(Path(sys.argv[2]), sys.argv[3], sys.argv[4:])
+
+
+def plain_efficientnet() -> tuple[Any, Callable[[Any], Any]]:
+    """efficientnet-lite0 and its preprocessing as its own library runs them: the plain
+    reference the classify figures are measured against."""
+    from efficientnet_lite_pytorch import EfficientNet
+    from torchvision import transforms
+
+    from caixa import models
+
+    weights = str(models.locate("efficientnet-lite0"))
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+    prepare = transforms.Compose(
+        [
+            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([127 / 255] * 3, [128 / 255] * 3),
+        ]
+    )
+    return net, prepare

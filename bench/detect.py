@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import ratio, save
+from _common import plain_efficientnet, ratio, save
 
 from caixa import models
 from caixa.filetypes import sniff
@@ -92,20 +92,9 @@ def plain_detector(home: Path) -> Contender:
 
 def plain_classifier() -> Contender:
     import torch
-    from efficientnet_lite_pytorch import EfficientNet
     from PIL import Image
-    from torchvision import transforms
 
-    weights = str(models.locate("efficientnet-lite0"))
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
-    prepare = transforms.Compose(
-        [
-            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize([127 / 255] * 3, [128 / 255] * 3),
-        ]
-    )
+    net, prepare = plain_efficientnet()
     names = efficientnet.imagenet_names()
 
     def run(_round: int, i: int) -> str:

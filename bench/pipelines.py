@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import CAIXA, caixa_env, journal, ratio, save
+from _common import CAIXA, caixa_env, journal, plain_efficientnet, ratio, save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (argos ships a `tests`)
 from caixa import models, offline
@@ -242,23 +242,12 @@ def plain_voice(files: list[Path], out: Path, model_folder: Path) -> dict[str, A
 
 def plain_photos(files: list[Path], out: Path, home: Path) -> dict[str, Any]:
     import torch
-    from efficientnet_lite_pytorch import EfficientNet
     from PIL import Image
-    from torchvision import transforms
 
     from caixa.pipelines.vision import efficientnet, yolo  # ultralytics with its network off
 
     detector = yolo.library(home).YOLO(str(models.locate("fall-detection")))
-    weights = str(models.locate("efficientnet-lite0"))
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
-    prepare = transforms.Compose(
-        [
-            transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize([127 / 255] * 3, [128 / 255] * 3),
-        ]
-    )
+    net, prepare = plain_efficientnet()
     names, index, seen = efficientnet.imagenet_names(), Index(out / "index.sqlite3"), {}
     for f in files:
         (found,) = detector.predict(str(f), conf=0.25, device="cpu", verbose=False)
