@@ -2,12 +2,13 @@
 on one lane that owns the GPU (or, with no GPU, the heavy model work on a share of the cores).
 
 Admitting, publishing and settling run on the daemon's CPU threads; a step's `run` goes to a
-worker process of its lane (pool.py). The CPU lane takes phases in the order they come. The
-accelerator lane is one thread fed from a ready set, which picks the next step by model
-(policy.py), so that models swap as little as possible. When the step it picks can run several
-jobs at once (`run_batch`) and more jobs wait with the same step and params, it takes them
-along: each job's phase runs as usual on a thread of its own, up to the point where it hands
-its task over, and the tasks then go to the worker as one Batch (`_Gather`).
+worker process of its lane (pool.py), and waits there for a free one. The CPU lane takes phases
+in the order they come. The accelerator lane is one thread fed from a ready set, which picks
+the next step by model (policy.py), so that models swap as little as possible. When the step
+it picks can run several jobs at once (`run_batch`) and more jobs wait with the same step and
+params, it takes them along: each job's phase runs as usual on a thread of its own, up to the
+point where it hands its task over, and the tasks then go to the worker as one Batch
+(`_Gather`).
 
 With no GPU the accelerator worker keeps to its share of the cores, so CPU steps still move
 while a model works. The share holds only while there is CPU work: a step the accelerator lane
@@ -41,6 +42,12 @@ from caixa.pipelines.base import Resource
 
 logger = log.get("caixa.scheduler")
 
+# CPU-lane phases in flight per CPU worker. Admitting, publishing and settling mostly wait on
+# fsync; with more of them in flight than workers, their syncs share the filesystem's journal
+# commits (the kernel's group commit) while steps still queue for a worker. A `copy` rule ran
+# 1.6x the files/s with 4 than with 1 (bench/copy_throughput.py); 8 gained nothing more.
+PHASES_PER_WORKER = 4
+
 
 class Scheduler:
     def __init__(
@@ -67,7 +74,9 @@ class Scheduler:
         self._stopping = False
         self._throughput = Throughput()
         self._state = StateFile(settings.home, self._snapshot)
-        self._cpu = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="caixa-cpu")
+        self._cpu = ThreadPoolExecutor(
+            settings.cpu_workers * PHASES_PER_WORKER, thread_name_prefix="caixa-cpu"
+        )
         # one thread per step the accelerator lane may run at once: one per Ray node, else one
         self._lanes: list[threading.Thread] = []
         self._pools = {
