@@ -233,6 +233,27 @@ rules:
     assert world.states() == {"done": 1}
 
 
+def test_auto_joins_the_cluster_this_machine_belongs_to(world: World, cluster: Cluster) -> None:
+    """`CAIXA_RAY_ADDRESS=auto`: the cluster `ray start` (here, the test cluster's head) wrote
+    down on this machine, as on a head or a node a user started by hand."""
+    from ray._private.utils import write_ray_address
+
+    write_ray_address(cluster.address)  # what `ray start --head` leaves in /tmp/ray
+    world.env.update(LOOPBACK)
+    world.env["CAIXA_RAY_ADDRESS"] = "auto"
+    world.write_rules(SLEEPY.format(seconds=0.1))
+    world.start()
+    world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
+    (world.inbox("gpu") / "note.txt").write_text("note\n")
+    world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the job")
+    assert world.states() == {"done": 1}
+    (manifest,) = world.manifests()
+    assert ran_on(manifest, "sleepy") in {n[:8] for n in accelerator_nodes(cluster)}
+    assert (world.outputs / "gpu" / "note" / "note.slept.txt").read_text() == "note.txt\n"
+    status = world.caixa("status", "--home", str(world.home))
+    assert "connected, 2 node(s) take model steps" in status.stdout
+
+
 def test_a_daemon_killed_while_steps_run_on_the_cluster_finishes_every_job_once(
     on_cluster: World,
 ) -> None:
