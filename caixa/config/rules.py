@@ -72,6 +72,7 @@ class StepSpec(Strict):
     priority: int = 0
     timeout: float | None = None
     cpu_fallback: bool = False
+    cluster: bool = False
     # what the step's class says of these params, learned once when the rules load
     resource: str = "cpu"  # the lane that runs it
     model: str | None = None  # the model it loads, for the accelerator lane's grouping
@@ -109,6 +110,11 @@ class Rule(Strict):
     )
     cpu_fallback: bool = Field(
         False, description="run a model on the CPU when the GPU runs out of memory"
+    )
+    cluster: bool = Field(
+        False,
+        description="CPU steps too go to an idle node of the Ray cluster (CAIXA_RAY_ADDRESS)"
+        " when one can take them, else they run here",
     )
 
 
@@ -301,6 +307,7 @@ def _resolve(
                 priority=rule.priority,
                 timeout=rule.timeout,
                 cpu_fallback=rule.cpu_fallback,
+                cluster=rule.cluster,
                 resource=found.step.resource,
                 model=_model_of(found.step, params),
             )

@@ -165,6 +165,7 @@ class JobRunner:
                     spec.get("model"),
                     timeout=spec.get("timeout"),
                     cpu_fallback=spec.get("cpu_fallback", False),
+                    cluster=spec.get("cluster", False),
                 )
                 self.journal.start_step(job.id, idx, name)
                 started = time.monotonic()

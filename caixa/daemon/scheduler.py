@@ -302,7 +302,7 @@ class Scheduler:
                 for t in task.tasks:
                     self._throughput.record(t.step, seconds)
             else:
-                reply = pool.run(task, task.timeout or self.settings.step_timeout)
+                reply = self._run_one(lane, task)
                 self._throughput.record(task.step, time.monotonic() - started)
             if lane is Resource.accelerator and reply.loaded:
                 self._swaps += len(reply.loaded)
@@ -316,6 +316,15 @@ class Scheduler:
             return reply
 
         return run
+
+    def _run_one(self, lane: Resource, task: Task) -> Reply:
+        """A step on its lane's pool; a CPU step whose rule says `cluster: true` on an idle
+        node of the cluster, when the accelerator lane has one."""
+        timeout = task.timeout or self.settings.step_timeout
+        pool, cluster = self._pools[lane], self._pools[Resource.accelerator]
+        if lane is Resource.cpu and task.cluster and isinstance(cluster, ray_pool.RayPool):
+            return cluster.run(task, timeout, here=pool)
+        return pool.run(task, timeout)
 
     def _done(self, job_id: str) -> None:
         with self._cond:

@@ -12,6 +12,7 @@ it down."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -252,6 +253,41 @@ def test_auto_joins_the_cluster_this_machine_belongs_to(world: World, cluster: C
     assert (world.outputs / "gpu" / "note" / "note.slept.txt").read_text() == "note.txt\n"
     status = world.caixa("status", "--home", str(world.home))
     assert "connected, 2 node(s) take model steps" in status.stdout
+
+
+def test_a_rule_that_says_cluster_sends_its_cpu_steps_to_an_idle_node(
+    on_cluster: World, cluster: Cluster
+) -> None:
+    world = on_cluster
+    world.write_rules(
+        """
+rules:
+  - name: spread
+    inbox: spread
+    cluster: true
+    steps: [metadata, copy]
+  - name: here
+    inbox: here
+    steps: [metadata]
+"""
+    )
+    world.inbox("spread")
+    world.inbox("here")
+    world.start()
+    world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
+    (world.inbox("spread") / "out.txt").write_text("sent out\n")
+    world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the first job")
+    (world.inbox("here") / "home.txt").write_text("stays here\n")
+    world.wait_for(lambda: world.finished() >= 2, timeout=120, message="the second job")
+    assert world.states() == {"done": 2}
+
+    manifests = {m["source"]["name"]: m for m in world.manifests()}
+    nodes = {n[:8] for n in accelerator_nodes(cluster)}
+    assert ran_on(manifests["out.txt"], "metadata") in nodes, "the idle node took it"
+    assert ran_on(manifests["home.txt"], "metadata") is None, "no `cluster`: it stays here"
+    facts = next(s for s in manifests["out.txt"]["steps"] if s["name"] == "metadata")["data"]
+    assert facts["sha256"] == hashlib.sha256(b"sent out\n").hexdigest()
+    assert (world.outputs / "spread" / "out" / "out.txt").read_text() == "sent out\n"
 
 
 def test_a_daemon_killed_while_steps_run_on_the_cluster_finishes_every_job_once(

@@ -459,11 +459,14 @@ class RayPool(WorkerPool):
         with self._cond:
             return max(1, sum(1 for w in self.workers if not w.dead))
 
-    def run(self, task: Task, timeout: float) -> Reply:
+    def run(self, task: Task, timeout: float, here: WorkerPool | None = None) -> Reply:
+        """The step on a node that can take it, waiting for one to be free; `here`: a CPU
+        step its rule sends out (`cluster: true`), which takes a node only if one is idle now
+        and otherwise runs on `here`, the CPU lane's pool, rather than wait."""
         while True:
-            worker = self._lease_for(task)
+            worker = self._lease_for(task, wait=here is None)
             if worker is None:
-                return self.local.run(task, timeout)
+                return (here or self.local).run(task, timeout)
             try:
                 return worker.run(task, timeout)
             except Lacking as exc:
@@ -476,9 +479,9 @@ class RayPool(WorkerPool):
                 self._give_back(worker)
                 self.on_change()
 
-    def _lease_for(self, task: Task) -> RayWorker | None:
+    def _lease_for(self, task: Task, wait: bool = True) -> RayWorker | None:
         """An idle node that can run the task (the one holding its model if any); None when
-        the step stays here or no node can take it."""
+        the step stays here, no node can take it, or (not `wait`) none is idle now."""
         with self._cond:
             if not self._keeper.is_alive() and not self._closed:
                 self._keeper.start()
@@ -494,6 +497,8 @@ class RayPool(WorkerPool):
                     worker = (holding or idle)[-1]
                     self._idle.remove(worker)
                     return worker
+                if not wait:
+                    return None
                 self._cond.wait(LOOK_EVERY)
 
     def _give_back(self, worker: RayWorker) -> None:
