@@ -35,7 +35,7 @@ from caixa.daemon.lanestate import StateFile, Throughput
 from caixa.daemon.policy import ReadySet
 from caixa.daemon.space import Room
 from caixa.daemon.worker import ray_pool
-from caixa.daemon.worker.pool import WorkerPool
+from caixa.daemon.worker.pool import Draining, WorkerPool
 from caixa.daemon.worker.protocol import Batch, RemoteStepError, Reply, Task, WorkerConfig
 from caixa.errors import is_no_room
 from caixa.pipelines.base import Resource
@@ -267,6 +267,8 @@ class Scheduler:
             return None
         try:
             return self.runner.advance(job_id, run or self._runs[lane])
+        except Draining:  # the daemon stops: the job resumes at the next start
+            return None
         except Exception as exc:
             if is_no_room(exc):
                 self.room.failed(exc)
@@ -381,6 +383,8 @@ class Scheduler:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._pools[Resource.cpu].drain()  # phases waiting for a CPU worker start no step
+        logger.debug("no new step starts")
         deadline = None if grace is None else time.monotonic() + grace
         for lane in self._lanes:
             lane.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

@@ -57,7 +57,7 @@ rules:
     web = start_web(world)
     try:  # the page's overview says it too, in each language
         for language, said in (("en", "37% done"), ("pt-BR", "37% feito")):
-            page = httpx.get(web.url + "/", headers={"Accept-Language": language}).text
+            page = httpx.get(web.url + "/", headers={"Accept-Language": language}, timeout=60).text
             assert re.search(rf"<td>sleepy \([^<]*{said}\)</td>", page), page[-3000:]
     finally:
         web.stop()

@@ -246,6 +246,44 @@ def test_a_step_longer_than_the_stop_timeout_is_left_to_resume(world: World) -> 
     assert (world.outputs / "slow" / "long" / "long.txt").read_text() == "a long step\n"
 
 
+def test_a_stop_starts_no_step_for_the_jobs_that_wait_for_a_cpu_worker(world: World) -> None:
+    """Several jobs' phases are in flight per CPU worker (their fsyncs overlap); at a stop,
+    the ones waiting for a worker leave their jobs to the next start instead of running more
+    steps before the daemon may exit."""
+    started, gate = world.root / "started", world.root / "gate"
+    world.write_rules(
+        f"""
+rules:
+  - name: held
+    inbox: held
+    steps:
+      - hold: {{started: "{started}", until: "{gate}"}}
+"""
+    )
+    world.env.update({"CAIXA_CPU_WORKERS": "1", "CAIXA_STOP_TIMEOUT": "300"})
+    held = world.inbox("held")
+    daemon = world.start()
+    for i in range(3):
+        (held / f"job-{i}.txt").write_text(f"job {i}\n")
+    world.wait_for(lambda: world.states().get("running") == 3, message="three jobs at their step")
+    world.wait_for(started.exists, message="one step running")
+    daemon.send_signal(signal.SIGTERM)
+    world.wait_log("no new step starts")
+    gate.touch()  # the running step ends; nothing else may take the worker now
+    assert daemon.wait(120) == 0
+    # the step that ran is recorded (its job publishes at the next start); the others never ran
+    assert world.states() == {"queued": 1, "running": 2}
+    assert len(events(world, "step done")) == 1
+
+    world.start()
+    world.wait_for(lambda: world.finished() == 3, message="the two left resumed")
+    assert world.states() == {"done": 3}
+    assert len(events(world, "step done")) == 3, "each step done once"
+    assert sorted(p.name for p in (world.outputs / "held").iterdir()) == [
+        f"job-{i}" for i in range(3)
+    ]
+
+
 JOURNAL_RULES = """
 rules:
   - name: docs

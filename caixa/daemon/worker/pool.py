@@ -51,6 +51,13 @@ class StepTimeoutError(StepError):
     """A step ran over its time limit and was stopped."""
 
 
+class Draining(BaseException):
+    """The pool leases no more workers (the daemon stops): a phase that waited for one leaves
+    its job as the journal has it, to resume at the next start as after a crash, instead of
+    starting a step the stop would then wait for. A BaseException, so that no step's error
+    handling takes it for the step's failure."""
+
+
 class WorkerProcess:
     """One worker: started on first use and again after it dies."""
 
@@ -195,6 +202,7 @@ class WorkerPool:
         self._idle = list(self.workers)
         self._cond = threading.Condition()
         self._closed = False
+        self._draining = False
         self._keeper = threading.Thread(target=self._keep, name=f"caixa-{lane}-keep", daemon=True)
 
     def run(self, task: Task | Batch, timeout: float) -> Reply:
@@ -209,8 +217,10 @@ class WorkerPool:
         with self._cond:
             if not self._keeper.is_alive() and not self._closed:
                 self._keeper.start()
-            while not self._idle and not self._closed:
+            while not self._idle and not self._closed and not self._draining:
                 self._cond.wait()
+            if self._draining:
+                raise Draining(self.lane)
             if self._closed:
                 raise RuntimeError(f"the {self.lane} workers are stopping")
             worker = self._idle.pop()  # the last one back: its models are the warmest
@@ -263,6 +273,12 @@ class WorkerPool:
 
     def view(self) -> list[dict[str, Any]]:
         return [w.view() for w in self.workers]
+
+    def drain(self) -> None:
+        """Lease no more workers; the steps running go on."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop every worker; the lane's phases have all returned."""
