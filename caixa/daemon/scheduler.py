@@ -44,8 +44,9 @@ logger = log.get("caixa.scheduler")
 
 # CPU-lane phases in flight per CPU worker. Admitting, publishing and settling mostly wait on
 # fsync; with more of them in flight than workers, their syncs share the filesystem's journal
-# commits (the kernel's group commit) while steps still queue for a worker. A `copy` rule ran
-# 1.6x the files/s with 4 than with 1 (bench/copy_throughput.py); 8 gained nothing more.
+# commits (the kernel's group commit) while steps still queue for a worker. A `copy` rule on
+# 2,000 files (bench/copy_throughput.py's) ran 1.4-1.9x the files/s with 4 than with 1 on a
+# busy 2-core machine; 8 gained nothing more.
 PHASES_PER_WORKER = 4
 
 
