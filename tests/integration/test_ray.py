@@ -121,14 +121,15 @@ def test_jobs_spread_over_both_nodes_and_match_a_local_run(
     on_cluster: World, cluster: Cluster, tmp_path: Path
 ) -> None:
     world = on_cluster
-    rules = """
+    release = world.root / "release"  # the steps hold on until both nodes run one
+    rules = f"""
 rules:
   - name: photos
     inbox: photos
     steps: [classify]
   - name: gpu
     inbox: gpu
-    steps: [{sleepy: {seconds: 0.5}}, metadata, copy]
+    steps: [{{sleepy: {{until: "{release}"}}}}, metadata, copy]
 """
     world.write_rules(rules)
     world.inbox("gpu")
@@ -137,6 +138,13 @@ rules:
     world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
     for i in range(8):
         (world.inbox("gpu") / f"note-{i}.txt").write_text(f"note {i}\n")
+
+    def both_busy() -> bool:  # a node's worker may start later than the other's (torch)
+        nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
+        return sum(n.get("step") == "sleepy" for n in nodes) == 2
+
+    world.wait_for(both_busy, timeout=240, message="a step on each node")
+    release.touch()
     shutil.copyfile(BUS, photos / "bus.jpg")
     shutil.copyfile(ZIDANE, photos / "zidane.jpg")
     world.wait_for(lambda: world.finished() >= 10, timeout=240, message="10 jobs")
