@@ -1,0 +1,104 @@
+"""Does a batch help the photo models on this machine? Why `detect` has no `run_batch` and
+`classify` runs one image per pass on the CPU (caixa/pipelines/vision/efficientnet.py).
+
+Eight photos through each model, one call per photo against one call for all eight, on the
+CPU, alternating ROUNDS times; the best round of each counts:
+
+  detect:   the packaged fall-detection YOLOv8s through ultralytics' `predict`: photos of two
+            sizes (bus 810x1080, zidane 1280x720), then eight of one size;
+  classify: EfficientNet-Lite0, eight prepared inputs as eight passes or one pass of eight.
+
+Printed: images/s one by one and batched, the ratio (batched / one by one), and whether both
+found the same (boxes per photo, top-1 labels). Issue 15 asks >= 1.3x where batching is used.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import ratio, save
+from PIL import Image
+
+from caixa import models, offline
+from caixa.pipelines.vision import efficientnet, yolo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (argos ships a `tests`)
+ROUNDS = 5
+
+
+def compare(one: Callable[[], Any], many: Callable[[], Any], count: int) -> dict[str, Any]:
+    """`one` (a call per photo) and `many` (one call for all), alternating ROUNDS times so
+    that both meet the same moments of a shared machine; each side's best round counts."""
+    seconds: dict[str, list[float]] = {"one": [], "many": []}
+    found: dict[str, Any] = {}
+    for _ in range(ROUNDS):
+        for side, run in (("one", one), ("many", many)):
+            start = time.perf_counter()
+            found[side] = run()
+            seconds[side].append(time.perf_counter() - start)
+    alone, together = min(seconds["one"]), min(seconds["many"])
+    return {
+        "one_by_one_per_s": round(count / alone, 2),
+        "batched_per_s": round(count / together, 2),
+        "ratio": ratio(alone, together),
+        "same": found["one"] == found["many"],
+    }
+
+
+def detect(model: Any, photos: list[Image.Image]) -> dict[str, Any]:
+    def one() -> list[int]:
+        return [len(model.predict(p, device="cpu", verbose=False)[0].boxes) for p in photos]
+
+    def many() -> list[int]:
+        return [len(r.boxes) for r in model.predict(photos, device="cpu", verbose=False)]
+
+    return compare(one, many, len(photos))
+
+
+def classify(net: Any, photos: list[Image.Image]) -> dict[str, Any]:
+    import torch
+
+    inputs = torch.from_numpy(np.stack([efficientnet.pixels(p) for p in photos]))
+
+    def one() -> list[int]:
+        with torch.inference_mode():
+            return [int(net(inputs[i : i + 1]).argmax()) for i in range(len(photos))]
+
+    def many() -> list[int]:
+        with torch.inference_mode():
+            return net(inputs).argmax(-1).tolist()
+
+    return compare(one, many, len(photos))
+
+
+def main() -> None:
+    offline.enforce()
+    from tests.photos import BUS, ZIDANE
+
+    home = Path(tempfile.mkdtemp(prefix="caixa-bench-batching-"))
+    detector = yolo.load(models.locate("fall-detection"), "cpu", home, yolo.BOX_TASKS)
+    net = efficientnet.load(models.locate("efficientnet-lite0"), "cpu")
+    bus, zidane = (Image.open(p).convert("RGB") for p in (BUS, ZIDANE))
+    detector.predict(bus, device="cpu", verbose=False)  # torch's first call sets it up
+    figures = {
+        "detect_two_sizes": detect(detector, [bus, zidane] * 4),
+        "detect_one_size": detect(detector, [bus] * 8),
+        "classify": classify(net, [bus, zidane] * 4),
+    }
+    print(f"batching: 8 photos on the CPU, best of {ROUNDS} rounds")
+    for name, f in figures.items():
+        print(
+            f"  {name:17} one by one {f['one_by_one_per_s']:6.2f}/s, batch of 8"
+            f" {f['batched_per_s']:6.2f}/s: {f['ratio']}x; same results: {f['same']}"
+        )
+    save("batching", figures)
+
+
+if __name__ == "__main__":
+    main()
