@@ -225,7 +225,15 @@ def test_bad_recordings_fail_clearly(run: Run) -> None:
         assert error["step"] == "transcribe"
     cut = run.step("cut.m4a", "transcribe")["data"]  # what is there, and a note that says so
     (note,) = cut["notes"]
-    assert re.fullmatch(r"the audio is damaged after 00:0\d: transcribed up to there", note)
+    # where the cut falls in the AAC stream decides which of the two the decoder finds: a frame
+    # it cannot decode, or a clean end before the header's length (Piper's speech, so the bytes,
+    # differ a little each run)
+    assert re.fullmatch(
+        r"the audio is damaged after 00:0\d: transcribed up to there"
+        r"|the file ends at 00:0\d though its header says 00:\d\d: it was cut short;"
+        r" transcribed what is there",
+        note,
+    ), note
     assert wer(speech_clip.PARAGRAPHS[0], run.text("cut.m4a")) > 0.2  # only its first part
     # its first part is heard: Piper speaks a little differently each run and Whisper may take
     # one of the first eight words for another ("a new" heard once as "the new")
