@@ -4,7 +4,7 @@ come out as a local run makes them, a node killed mid-step costs only its step o
 daemon killed while steps run on the cluster finishes every job exactly once after a restart,
 a cluster that goes away leaves caixa working on this machine, saying so in `status`, one
 that only starts after the daemon gets its steps once it answers, and so does a head that
-comes back (a new cluster on the same port).
+comes back (a new cluster on the same port), even between two of the daemon's looks.
 
 Every node is bound to 127.0.0.1 (Ray would otherwise take the machine's interface address),
 no dashboard runs, and the cluster is shared by the tests of this module; the last one shuts
@@ -451,4 +451,57 @@ def test_a_head_that_comes_back_gets_the_steps_again(world: World) -> None:
     assert ran_on(manifests["after.txt"], "sleepy") == after.node_id[:8]
     logs = world.logs()
     assert len([e for e in logs if e["event"] == "model steps run on this machine"]) == 1
+    assert len([e for e in logs if e["event"] == "connected to the Ray cluster"]) == 2
+
+
+def test_a_head_started_again_between_two_looks_is_joined_again(world: World) -> None:
+    """The daemon, paused (SIGSTOP) while the head stops and a new one starts on its port, wakes
+    to a head that answers but is another cluster: Ray would end a driver that asked it a
+    question, so caixa sees the new cluster first, says so, and joins it."""
+    port = free_port()
+    world.env.update(LOOPBACK)
+    world.env["CAIXA_RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    world.write_rules(SLEEPY.format(seconds=0.1))
+    world.inbox("gpu")
+
+    def on(node_id: str) -> bool:
+        nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
+        return connected_to(world, 1) and nodes[0]["node_id"] == node_id
+
+    with loopback():
+        first = head(gcs_server_port=port)
+        try:
+            before = first.add_node(**ACCELERATOR)
+            daemon = world.start()
+            world.wait_for(lambda: on(before.node_id), timeout=120, message="the first node")
+            (world.inbox("gpu") / "before.txt").write_text("before\n")
+            world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the first job")
+            daemon.send_signal(signal.SIGSTOP)  # no look at the cluster until it runs again
+        finally:
+            first.shutdown()
+        try:
+            second = head(gcs_server_port=port)
+            after = second.add_node(**ACCELERATOR)
+        finally:
+            daemon.send_signal(signal.SIGCONT)
+        try:
+            world.wait_for(lambda: on(after.node_id), timeout=300, message="the new node")
+            (world.inbox("gpu") / "after.txt").write_text("after\n")
+            world.wait_for(lambda: world.finished() >= 2, timeout=120, message="the second job")
+            status = world.caixa("status", "--home", str(world.home))
+        finally:
+            world.stop_all()
+            second.shutdown()
+
+    assert daemon.returncode == 0, "the daemon lived through the new head, and stopped cleanly"
+    assert world.states() == {"done": 2}
+    manifests = {m["source"]["name"]: m for m in world.manifests()}
+    assert ran_on(manifests["before.txt"], "sleepy") == before.node_id[:8]
+    assert ran_on(manifests["after.txt"], "sleepy") == after.node_id[:8]
+    assert f"ray cluster 127.0.0.1:{port}: connected, 1 node(s)" in status.stdout
+    logs = world.logs()
+    gone = [e for e in logs if e["event"] == "model steps run on this machine"]
+    assert [e["why"] for e in gone] == [
+        f"the Ray head at 127.0.0.1:{port} started again: a new cluster"
+    ]
     assert len([e for e in logs if e["event"] == "connected to the Ray cluster"]) == 2

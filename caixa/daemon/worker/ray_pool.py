@@ -445,6 +445,7 @@ class RayPool(WorkerPool):
         self._joined = False  # this daemon became the cluster's driver
         self._joining: _Joining | None = None
         self._gcs = address  # the head's address, once connected
+        self._cluster = ""  # the id of the cluster joined, once connected
         self._looks = 0  # which look thread may go on: one per connection
         self._lost: str | None = None  # why the connected cluster counts as gone at once
         self._quit = threading.Event()
@@ -540,7 +541,10 @@ class RayPool(WorkerPool):
                 daemon=True,
             ).start()
             while not self._closed:
+                slept = time.monotonic()
                 self._quit.wait(LOOK_EVERY)
+                if time.monotonic() - slept > GONE_AFTER:  # this process was paused (SIGSTOP,
+                    self._seen = time.monotonic()  # docker pause), not the cluster silent
                 silent = time.monotonic() - self._seen > GONE_AFTER
                 if self._lost or silent:
                     why = self._lost or f"no answer from the Ray cluster for {GONE_AFTER:g} s"
@@ -550,8 +554,10 @@ class RayPool(WorkerPool):
                     break
 
     def _look(self, looks: int) -> None:
-        """Ask for the nodes while the head's port answers (a question asked of a head that is
-        gone waits for it, and one answered by a new head ends the driver)."""
+        """Ask for the nodes while the head's port answers and the cluster behind it is the one
+        this daemon joined: a question asked of a head that is gone waits for it, and Ray ends
+        the whole process of a driver whose question a new head answers (a head started again
+        between two looks), so a fresh client asks the head which cluster it is first."""
         while not self._closed and looks == self._looks:
             try:
                 knock(self._gcs)
@@ -559,6 +565,9 @@ class RayPool(WorkerPool):
                 self._lost = f"the Ray head at {self._gcs} does not answer: {exc}"
                 return
             try:
+                if _cluster_id(self._gcs) != self._cluster:
+                    self._lost = f"the Ray head at {self._gcs} started again: a new cluster"
+                    return
                 nodes = _nodes()
             except Exception as exc:
                 logger.debug("cannot list the Ray nodes", error=str(exc))
@@ -584,7 +593,7 @@ class RayPool(WorkerPool):
             why = self._reach()
             if why is None:
                 self._joined, self._seen, self._lost = True, time.monotonic(), None
-                self._gcs = _gcs_address(self.address)
+                self._gcs, self._cluster = _gcs_address(self.address), _joined_cluster_id()
                 self._set("connected", None, "connected to the Ray cluster")
                 return True
             if self.state == "gone":
@@ -718,11 +727,15 @@ def knock(address: str) -> None:
 def connect(address: str) -> None:
     """Join the cluster as its driver. Ray starts nothing here (no dashboard, no node): the
     cluster runs already, and this machine is one of its nodes."""
-    import ray
-
+    # set before Ray's first import, which reads them:
     # the daemon must outlive a head that goes away: Ray would end its driver after a minute
     os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(10 * 365 * 86400))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # SIGTERM is the daemon's own (a drained stop): Ray's handler, put in again by a second
+    # `ray.init` once a head came back, would end the process at once
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    import ray
+
     ray.init(
         address=address,
         namespace=NAMESPACE,
@@ -748,6 +761,21 @@ def _gcs_address(given: str) -> str:
         return str(ray.get_runtime_context().gcs_address)
     except Exception:
         return given
+
+
+def _joined_cluster_id() -> str:
+    """The id of the cluster this driver joined (Ray has no public name for it)."""
+    import ray
+
+    return str(ray._private.worker.global_worker.node.cluster_id.hex())
+
+
+def _cluster_id(gcs: str) -> str:
+    """The id of the cluster whose head answers at `gcs` now, asked through a client of its
+    own: the driver's client, reconnected to a new head, would end the process."""
+    from ray._raylet import GcsClient
+
+    return str(GcsClient(address=gcs).cluster_id.hex())
 
 
 def _nodes() -> list[dict[str, Any]]:
