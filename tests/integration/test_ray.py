@@ -18,8 +18,10 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,32 @@ def lanes(world: World) -> dict[str, Any]:
 def connected_to(world: World, count: int) -> bool:
     found = lanes(world).get("cluster") or {}
     return found.get("state") == "connected" and len(found.get("nodes", [])) == count
+
+
+def on_a_port_of_its_own(world: World) -> int:
+    """The world set for a head the test starts itself (and again) on a free port."""
+    port = free_port()
+    world.env.update(LOOPBACK)
+    world.env["CAIXA_RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    world.write_rules(SLEEPY.format(seconds=0.1))
+    world.inbox("gpu")
+    return port
+
+
+def only_on(world: World, node_id: str) -> bool:
+    """Connected, with this node as the cluster's only one."""
+    nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
+    return connected_to(world, 1) and nodes[0]["node_id"] == node_id
+
+
+def first_job_on_a_node_of(cluster: Cluster, world: World) -> tuple[Any, subprocess.Popen[bytes]]:
+    """A node added to `cluster`, the daemon started, and a first job done there."""
+    node = cluster.add_node(**ACCELERATOR)
+    daemon = world.start()
+    world.wait_for(lambda: only_on(world, node.node_id), timeout=120, message="the first node")
+    (world.inbox("gpu") / "before.txt").write_text("before\n")
+    world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the first job")
+    return node, daemon
 
 
 def ran_on(manifest: dict[str, Any], step: str) -> str | None:
@@ -410,24 +438,13 @@ def test_a_cluster_that_starts_after_the_daemon_takes_its_steps_once_it_answers(
 
 
 def test_a_head_that_comes_back_gets_the_steps_again(world: World) -> None:
-    port = free_port()
-    world.env.update(LOOPBACK)
-    world.env["CAIXA_RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    world.write_rules(SLEEPY.format(seconds=0.1))
-    world.inbox("gpu")
-
-    def on(node_id: str) -> bool:
-        nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
-        return connected_to(world, 1) and nodes[0]["node_id"] == node_id
+    port = on_a_port_of_its_own(world)
+    on = partial(only_on, world)
 
     with loopback():
         first = head(gcs_server_port=port)
         try:
-            before = first.add_node(**ACCELERATOR)
-            world.start()
-            world.wait_for(lambda: on(before.node_id), timeout=120, message="the first node")
-            (world.inbox("gpu") / "before.txt").write_text("before\n")
-            world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the first job")
+            before, _ = first_job_on_a_node_of(first, world)
         finally:
             first.shutdown()
         world.wait_for(
@@ -458,24 +475,13 @@ def test_a_head_started_again_between_two_looks_is_joined_again(world: World) ->
     """The daemon, paused (SIGSTOP) while the head stops and a new one starts on its port, wakes
     to a head that answers but is another cluster: Ray would end a driver that asked it a
     question, so caixa sees the new cluster first, says so, and joins it."""
-    port = free_port()
-    world.env.update(LOOPBACK)
-    world.env["CAIXA_RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    world.write_rules(SLEEPY.format(seconds=0.1))
-    world.inbox("gpu")
-
-    def on(node_id: str) -> bool:
-        nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
-        return connected_to(world, 1) and nodes[0]["node_id"] == node_id
+    port = on_a_port_of_its_own(world)
+    on = partial(only_on, world)
 
     with loopback():
         first = head(gcs_server_port=port)
         try:
-            before = first.add_node(**ACCELERATOR)
-            daemon = world.start()
-            world.wait_for(lambda: on(before.node_id), timeout=120, message="the first node")
-            (world.inbox("gpu") / "before.txt").write_text("before\n")
-            world.wait_for(lambda: world.finished() >= 1, timeout=120, message="the first job")
+            before, daemon = first_job_on_a_node_of(first, world)
             daemon.send_signal(signal.SIGSTOP)  # no look at the cluster until it runs again
         finally:
             first.shutdown()
