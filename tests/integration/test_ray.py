@@ -107,8 +107,13 @@ def lanes(world: World) -> dict[str, Any]:
     return lanestate.read(world.home) or {}
 
 
+def cluster_seen(world: World) -> dict[str, Any]:
+    """The cluster as the daemon's lanes file shows it (state, why, nodes)."""
+    return lanes(world).get("cluster") or {}
+
+
 def connected_to(world: World, count: int) -> bool:
-    found = lanes(world).get("cluster") or {}
+    found = cluster_seen(world)
     return found.get("state") == "connected" and len(found.get("nodes", [])) == count
 
 
@@ -124,7 +129,7 @@ def on_a_port_of_its_own(world: World) -> int:
 
 def only_on(world: World, node_id: str) -> bool:
     """Connected, with this node as the cluster's only one."""
-    nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
+    nodes = cluster_seen(world).get("nodes", [])
     return connected_to(world, 1) and nodes[0]["node_id"] == node_id
 
 
@@ -168,7 +173,7 @@ rules:
         (world.inbox("gpu") / f"note-{i}.txt").write_text(f"note {i}\n")
 
     def both_busy() -> bool:  # a node's worker may start later than the other's (torch)
-        nodes = (lanes(world).get("cluster") or {}).get("nodes", [])
+        nodes = cluster_seen(world).get("nodes", [])
         return sum(n.get("step") == "sleepy" for n in nodes) == 2
 
     world.wait_for(both_busy, timeout=240, message="a step on each node")
@@ -372,7 +377,7 @@ def test_a_cluster_that_goes_away_leaves_caixa_working_here(
     cluster.shutdown()
 
     world.wait_for(
-        lambda: (lanes(world).get("cluster") or {}).get("state") == "gone",
+        lambda: cluster_seen(world).get("state") == "gone",
         timeout=120,
         message="the cluster seen gone",
     )
@@ -448,7 +453,7 @@ def test_a_head_that_comes_back_gets_the_steps_again(world: World) -> None:
         finally:
             first.shutdown()
         world.wait_for(
-            lambda: (lanes(world).get("cluster") or {}).get("state") == "gone",
+            lambda: cluster_seen(world).get("state") == "gone",
             timeout=120,
             message="the cluster seen gone",
         )
