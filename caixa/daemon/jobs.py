@@ -23,7 +23,7 @@ from structlog.contextvars import bound_contextvars
 from caixa import __version__, filetypes, log
 from caixa.daemon import outputs
 from caixa.daemon.fsutil import durable_move, free_name
-from caixa.daemon.journal import TERMINAL, Job, Journal, State
+from caixa.daemon.journal import TERMINAL, Job, Journal, State, StepRun
 from caixa.daemon.policy import Waiting
 from caixa.daemon.workarea import NotRegularError, WorkArea
 from caixa.daemon.worker.protocol import Failure, Reply, Task
@@ -37,7 +37,7 @@ from caixa.pipelines.registry import StepRegistry
 logger = log.get("caixa.job")
 
 # Runs one step in a worker process of the lane that took it; raises when the step fails.
-StepRun = Callable[[Task], Reply]
+RunStep = Callable[[Task], Reply]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class JobRunner:
             batch = f"{spec['name']} {json.dumps(spec['params'], sort_keys=True)}"
         return Waiting(job.id, spec.get("model"), spec.get("priority", 0), batch)
 
-    def advance(self, job_id: str, run: StepRun) -> Resource | None:
+    def advance(self, job_id: str, run: RunStep) -> Resource | None:
         """Run the job's next phase (a step through `run`); return the lane of the phase after
         it, or None when the job is finished or waits (a retry delay)."""
         job = self.journal.get(job_id)
@@ -141,11 +141,12 @@ class JobRunner:
         logger.info("queued", size=size, media_type=media_type, steps=len(job.steps))
         return self._step_lane(job, 0)
 
-    def _run_step(self, job: Job, run: StepRun) -> Resource | None:
+    def _run_step(self, job: Job, run: RunStep) -> Resource | None:
         idx, spec = job.step, job.steps[job.step]
         name = spec["name"]
         with bound_contextvars(step=name):
             try:
+                runs = self.journal.step_runs(job.id)
                 job_input = StepInput(
                     job_id=job.id,
                     rule=job.rule,
@@ -153,10 +154,10 @@ class JobRunner:
                     source_name=job.name,
                     source_path=job.rel,
                     media_type=job.media_type or "application/octet-stream",
-                    artifacts=tuple(self._artifacts(job.id)),
+                    artifacts=tuple(_artifacts(runs)),
                     workdir=self.work.fresh_step_dir(job.id, idx),
                     home=self.home,
-                    fields=self._fields(job.id),
+                    fields=_fields(runs),
                 )
                 task = Task(
                     name,
@@ -217,14 +218,14 @@ class JobRunner:
 
     def _publish(self, job: Job) -> Resource | None:
         root = self.places.outputs
+        runs = self.journal.step_runs(job.id)
         fields = outputs.template_fields(
-            job.rule, job.inbox, job.rel, job.media_type, job.created_at, self._fields(job.id)
+            job.rule, job.inbox, job.rel, job.media_type, job.created_at, _fields(runs)
         )
         try:
             rendered = outputs.render(job.plan["output"], fields)
             folder = self.journal.reserve_output(job.id, outputs.output_candidates(root, rendered))
-            runs = self.journal.step_runs(job.id)
-            artifacts = [a for a in self._artifacts(job.id) if a.publish]
+            artifacts = [a for a in _artifacts(runs) if a.publish]
             names = outputs.publish(root / folder, root, artifacts, self._manifest(job, runs))
         except (OSError, ValueError, KeyError) as exc:
             _wait_for_room(exc)
@@ -314,23 +315,7 @@ class JobRunner:
             **({} if failure.expected else {"traceback": failure.traceback}),
         }
 
-    def _artifacts(self, job_id: str) -> list[Artifact]:
-        return [
-            Artifact.from_json(a)
-            for run in self.journal.step_runs(job_id)
-            if run.result
-            for a in run.result["artifacts"]
-        ]
-
-    def _fields(self, job_id: str) -> dict[str, str]:
-        """What the steps so far said about the file; a later step's word wins."""
-        found: dict[str, str] = {}
-        for run in self.journal.step_runs(job_id):
-            if run.result:
-                found.update(run.result.get("fields", {}))
-        return found
-
-    def _manifest(self, job: Job, runs: list[Any]) -> dict[str, Any]:
+    def _manifest(self, job: Job, runs: list[StepRun]) -> dict[str, Any]:
         steps = [
             {
                 "name": run.name,
@@ -372,6 +357,20 @@ class JobRunner:
                 "seconds": round(now - job.created_at, 3),
             },
         }
+
+
+def _artifacts(runs: list[StepRun]) -> list[Artifact]:
+    """What the finished steps made, in order."""
+    return [Artifact.from_json(a) for run in runs if run.result for a in run.result["artifacts"]]
+
+
+def _fields(runs: list[StepRun]) -> dict[str, str]:
+    """What the steps so far said about the file; a later step's word wins."""
+    found: dict[str, str] = {}
+    for run in runs:
+        if run.result:
+            found.update(run.result.get("fields", {}))
+    return found
 
 
 def _wait_for_room(exc: Exception) -> None:

@@ -1,16 +1,22 @@
 """The journal: one SQLite database (WAL) that is the single source of truth for jobs.
 
-Every change of a job is one transaction, committed before the next phase starts, so a crash
-at any instant leaves a state the daemon resumes from. The commits that come right before an
-irreversible move on disk (a claim, an output folder taken, a source leaving the work area) are
-synced (`synchronous=FULL`); the others need only survive the daemon, not the power: losing
-them after a power cut means a step runs again, never that a file is lost or published twice.
-(In WAL mode a synced commit also makes every earlier one durable.)
+Every change of a job is committed before the call that makes it returns, so before the next
+phase starts, and a crash at any instant leaves a state the daemon resumes from. The commits
+that come right before an irreversible move on disk (a claim, an output folder taken, a source
+leaving the work area) are synced (`synchronous=FULL`); the others need only survive the daemon,
+not the power: losing them after a power cut means a step runs again, never that a file is lost
+or published twice. (In WAL mode a synced commit also makes every earlier one durable.)
+
+Changes that other threads make while one commits are committed together next (a group
+commit, `_write`): one transaction and at most one sync for many jobs, each change in a
+savepoint of its own, so one that fails is undone alone. Each caller still waits for its own
+commit, so the order of commits and moves on disk that each job sees is the one it had alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import sqlite3
@@ -18,8 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -211,12 +216,29 @@ class StepRun:
     result: dict[str, Any] | None
 
 
+Change = Callable[[sqlite3.Connection], Any]  # a write: runs inside a transaction
+
+
+@dataclass
+class _Write:
+    """A change waiting for a commit, and once committed (`done`) what came of it."""
+
+    change: Change
+    durable: bool
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = field(default=None, repr=False)
+
+
 class Journal:
-    """All access to the jobs database. Thread-safe: one connection behind a lock."""
+    """All access to the jobs database. Thread-safe: one writer connection behind a lock,
+    a reader connection per thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.RLock()  # one writer connection; SQLite allows one writer anyway
+        self._lock = threading.Lock()  # one writer connection; SQLite allows one writer anyway
+        self._waiting: list[_Write] = []  # changes for the next group commit
+        self._waiting_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         try:
@@ -242,10 +264,13 @@ class Journal:
         made = "SELECT 1 FROM sqlite_master WHERE name = 'job_counts'"
         if self._db.execute(made).fetchone():
             return
-        with self._tx() as db:
+
+        def change(db: sqlite3.Connection) -> None:
             if not db.execute(made).fetchone():  # another process may have made them meanwhile
                 for statement in COUNTS:
                     db.execute(statement)
+
+        self._write(change)
 
     @classmethod
     def existing(cls, home: Path) -> Journal:
@@ -275,31 +300,64 @@ class Journal:
         rows = self._read(sql, args)
         return rows[0] if rows else None
 
-    @contextmanager
-    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+    def _write(self, change: Change, durable: bool = False) -> Any:
+        """Run `change` in a write transaction, committed (and synced, if durable) before this
+        returns; what it returned, or raise what it raised. Whichever waiting thread gets the
+        writer lock commits every change waiting then, its own among them."""
+        write = _Write(change, durable)
+        with self._waiting_lock:
+            self._waiting.append(write)
         with self._lock:
+            if not write.done:  # no commit took it while this thread waited for the lock
+                with self._waiting_lock:
+                    group, self._waiting = self._waiting, []
+                self._commit(group)
+        if write.error is not None:
+            raise copy.copy(write.error) from write.error  # each thread a traceback of its own
+        return write.result
+
+    def _commit(self, group: list[_Write]) -> None:
+        """One transaction for the group, each change in a savepoint of its own."""
+        durable = any(w.durable for w in group)
+        try:
             if durable != self._synced:
                 self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._synced = durable
             self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                # A COMMIT that failed (a full disk, an I/O error, a read-only remount) may
-                # leave the transaction open; the next one must start from a clean connection.
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
+            for write in group:
+                self._db.execute("SAVEPOINT change")
+                try:
+                    write.result = write.change(self._db)
+                except Exception as exc:
+                    self._db.execute("ROLLBACK TO change")
+                    write.error = exc
+                self._db.execute("RELEASE change")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            # A COMMIT that failed (a full disk, an I/O error, a read-only remount) may leave
+            # the transaction open; the next one must start from a clean connection. Nothing
+            # of the group was committed: each change fails.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            for write in group:
+                write.result, write.error = None, write.error or exc
+            if not isinstance(exc, Exception):
                 raise
+        finally:
+            for write in group:
+                write.done = True
 
     def _update(self, job_id: str, durable: bool = False, **fields: Any) -> None:
         fields["updated_at"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._tx(durable) as db:
+
+        def change(db: sqlite3.Connection) -> None:
             if "state" in fields:
                 _check_move(db, job_id, fields["state"])
             db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*fields.values(), job_id])
+
+        self._write(change, durable)
 
     # --- claiming -------------------------------------------------------------------------
 
@@ -307,7 +365,8 @@ class Journal:
         """Record files about to be claimed, in one synced commit, before they are renamed."""
         now = time.time()
         ids = [uuid.uuid4().hex[:12] for _ in claims]
-        with self._tx(durable=True) as db:
+
+        def change(db: sqlite3.Connection) -> None:
             db.executemany(
                 "INSERT INTO jobs (id, state, rule, rule_version, plan, inbox, rel, name,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -327,17 +386,23 @@ class Journal:
                     for job_id, c in zip(ids, claims, strict=True)
                 ],
             )
+
+        self._write(change, durable=True)
         return ids
 
     def forget(self, job_id: str) -> None:
         """Drop a claim that never happened (the rename failed or the file vanished)."""
-        with self._tx() as db:
+
+        def change(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+        self._write(change)
 
     def admit(self, job_id: str, *, sha256: str, size: int, media_type: str) -> str | None:
         """Record the content; return the job it duplicates (same content, same rule version)."""
         now = time.time()
-        with self._tx() as db:
+
+        def change(db: sqlite3.Connection) -> str | None:
             job = db.execute(
                 "SELECT rule, rule_version FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
@@ -362,13 +427,16 @@ class Journal:
                     job_id,
                 ),
             )
-        return twin_id
+            return twin_id
+
+        return self._write(change)
 
     # --- steps ----------------------------------------------------------------------------
 
     def start_step(self, job_id: str, idx: int, name: str) -> None:
         now = time.time()
-        with self._tx() as db:
+
+        def change(db: sqlite3.Connection) -> None:
             _check_move(db, job_id, State.running)
             db.execute(
                 "UPDATE jobs SET state = ?, running_step = ?, updated_at = ? WHERE id = ?",
@@ -379,9 +447,12 @@ class Journal:
                 (job_id, idx, name, now),
             )
 
+        self._write(change)
+
     def finish_step(self, job_id: str, idx: int, result: dict[str, Any]) -> None:
         now = time.time()
-        with self._tx() as db:
+
+        def change(db: sqlite3.Connection) -> None:
             _check_move(db, job_id, State.queued)
             db.execute(
                 "UPDATE step_runs SET finished_at = ?, result = ? WHERE job_id = ? AND idx = ?",
@@ -392,6 +463,8 @@ class Journal:
                 " updated_at = ? WHERE id = ?",
                 (State.queued, idx + 1, now, job_id),
             )
+
+        self._write(change)
 
     def retry_later(self, job_id: str, attempts: int, error: dict[str, Any], delay: float) -> None:
         self._update(
@@ -420,7 +493,8 @@ class Journal:
 
     def reserve_output(self, job_id: str, candidates: Iterator[str]) -> str:
         """Give the job the first candidate folder no other job holds; keep it across crashes."""
-        with self._tx(durable=True) as db:
+
+        def change(db: sqlite3.Connection) -> str:
             held = db.execute("SELECT output_dir FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
             if held:
                 return held
@@ -435,7 +509,9 @@ class Journal:
                         (candidate, State.publishing, time.time(), job_id),
                     )
                     return candidate
-        raise RuntimeError("no output folder left to reserve")  # candidates are endless
+            raise RuntimeError("no output folder left to reserve")  # candidates are endless
+
+        return self._write(change, durable=True)
 
     def settle(
         self,
@@ -463,7 +539,8 @@ class Journal:
         """Run a failed job again from its first step (`caixa retry`). Its source is still in
         failed/ (final_path) until the caller moves it back into the work area; a crash in
         between is finished by the daemon's recovery."""
-        with self._tx(durable=True) as db:
+
+        def change(db: sqlite3.Connection) -> None:
             _check_move(db, job_id, State.claiming)
             db.execute("DELETE FROM step_runs WHERE job_id = ?", (job_id,))
             db.execute(
@@ -471,6 +548,8 @@ class Journal:
                 " error = NULL, output_dir = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
                 (State.claiming, time.time(), job_id),
             )
+
+        self._write(change, durable=True)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -538,12 +617,15 @@ class Journal:
 
     def refuse(self, path: Path, reason: str) -> bool:
         """Record a refused path; true the first time, so it is logged once."""
-        with self._tx() as db:
+
+        def change(db: sqlite3.Connection) -> bool:
             cur = db.execute(
                 "INSERT OR IGNORE INTO refused (path, reason, seen_at) VALUES (?, ?, ?)",
                 (printable(path), reason, time.time()),
             )
             return cur.rowcount > 0
+
+        return self._write(change)
 
     def refusals(self, limit: int = 20) -> list[tuple[str, str, float]]:
         rows = self._read(
@@ -553,8 +635,11 @@ class Journal:
 
     def keep(self, path: Path, size: int, mtime_ns: int) -> None:
         """Remember a source left in its inbox (`on_success: keep`) so it is not taken again."""
-        with self._tx(durable=True) as db:
+
+        def change(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR IGNORE INTO kept VALUES (?, ?, ?)", (str(path), size, mtime_ns))
+
+        self._write(change, durable=True)
 
     def is_kept(self, path: Path, size: int, mtime_ns: int) -> bool:
         row = self._read_one(
