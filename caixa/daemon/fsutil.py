@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
 import shutil
 import stat
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 NAME_MAX = 255  # bytes, on every filesystem caixa expects
+SYNC_THREADS = 16  # folders synced at once by fsync_dirs
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -24,6 +25,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_dirs(folders: Collection[Path]) -> None:
+    """Sync many folders at once: their syncs overlap, so a journaling filesystem commits
+    them together rather than one flush of the disk after another."""
+    if len(folders) <= 1:
+        for folder in folders:
+            fsync_dir(folder)
+        return
+    with ThreadPoolExecutor(min(SYNC_THREADS, len(folders))) as pool:
+        list(pool.map(fsync_dir, folders))
+
+
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -32,17 +44,23 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def make_dirs(folder: Path) -> None:
-    """`mkdir -p` whose new folders survive a power cut: each new entry's parent is synced."""
+def make_dirs(folder: Path) -> bool:
+    """`mkdir -p` whose new folders survive a power cut: each new entry's parent is synced.
+    True when this call made `folder` itself (so nothing is in it yet)."""
     missing = []
     for path in (folder, *folder.parents):
         if path.is_dir():
             break
         missing.append(path)
+    made = False
     for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # made meanwhile by another thread
+        try:
             path.mkdir()
+            made = path == folder
+        except FileExistsError:  # made meanwhile by another thread
+            made = False
         fsync_dir(path.parent)
+    return made
 
 
 def move(src: Path, dst: Path) -> None:
@@ -65,12 +83,13 @@ def move(src: Path, dst: Path) -> None:
         os.unlink(src)
 
 
-def claim_move(src: Path, dst: Path, root: Path | None = None) -> os.stat_result:
+def claim_move(src: Path, dst: Path, root: Path | None = None, sync: bool = True) -> os.stat_result:
     """Move a file out of an inbox without ever following a symlink to what it points to:
     no folder between `root` (its inbox) and the file is followed, and across filesystems
     the copy reads the file itself (O_NOFOLLOW), not a symlink swapped into its place. The
     entry that arrived at `dst` is returned as lstat sees it: whatever the writer swapped in,
-    the caller looks before anything reads it."""
+    the caller looks before anything reads it. Unless `sync` is false (the caller syncs both
+    folders itself, for many moves at once), the move is durable once this returns."""
     folder = _folder_of(src, root)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -81,10 +100,9 @@ def claim_move(src: Path, dst: Path, root: Path | None = None) -> os.stat_result
                 raise
             _copy_regular(src.name, folder, dst)
             os.unlink(src.name, dir_fd=folder)
-        # durable once it returns: after a power cut the file is where it went, not (also)
-        # back in its inbox
-        fsync_dir(dst.parent)
-        os.fsync(folder)
+        if sync:  # after a power cut the file is where it went, not (also) back in its inbox
+            fsync_dir(dst.parent)
+            os.fsync(folder)
         return os.lstat(dst)
     finally:
         os.close(folder)

@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at REAL NOT NULL,
     finished_at REAL
 );
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+DROP INDEX IF EXISTS jobs_state;
 CREATE INDEX IF NOT EXISTS jobs_content ON jobs(sha256, rule, rule_version);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at);

@@ -98,9 +98,9 @@ def publish(
     crash (an artifact already moved is found in place). Returns the published names."""
     if not is_inside(folder, root):
         raise PathEscapeError(f"output folder {folder} would leave {root}")
-    make_dirs(folder)
-    for stale in folder.glob(".caixa-tmp-*"):  # left by a crash mid-write; the folder is ours
-        stale.unlink()
+    if not make_dirs(folder):  # there already: a crash may have left a write cut short
+        for stale in folder.glob(".caixa-tmp-*"):  # the folder is ours
+            stale.unlink()
     names = published_names(artifacts)
     for art, name in zip(artifacts, names, strict=True):
         target = folder / name

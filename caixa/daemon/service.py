@@ -22,6 +22,7 @@ from caixa.config.rules import load as load_rules
 from caixa.config.settings import Settings
 from caixa.daemon import intake
 from caixa.daemon import jobs as job_phases
+from caixa.daemon.fsutil import fsync_dirs
 from caixa.daemon.health import Supervisor, ThreadDeaths
 from caixa.daemon.jobs import JobRunner, Places
 from caixa.daemon.journal import TERMINAL, Claim, Journal, State, status_line
@@ -322,7 +323,9 @@ class Daemon:
 
     def take(self, paths: list[Path]) -> None:
         """Give each ready file to the first rule that fits it, and claim it: its job is
-        recorded (one synced commit for the whole batch), then it is renamed into the work area."""
+        recorded (one synced commit for the whole batch), then it is renamed into the work
+        area. The renames are made durable together (every folder they touched synced, at
+        once) before any job of the batch goes on."""
         claims = [(path, claim) for path in paths if (claim := self._claim_for(path))]
         if not claims:
             return
@@ -333,11 +336,13 @@ class Daemon:
                 raise
             self.room.failed(exc)  # the files stay in their inboxes; the scan after finds them
             return
+        moved: list[tuple[Path, Claim, str, Path]] = []
         for (path, claim), job_id in zip(claims, job_ids, strict=True):
+            name = claim.rel.rsplit("/", 1)[-1]
             try:
-                self.work.claim(path, job_id, claim.rel.rsplit("/", 1)[-1], claim.inbox)
+                target = self.work.claim(path, job_id, name, claim.inbox, sync=False)
             except OSError as exc:
-                if self.work.source(job_id, path.name).exists():  # moved; only its sync failed
+                if self.work.source(job_id, name).exists():  # moved; the rest of it failed
                     if is_no_room(exc):
                         self.room.failed(exc)
                     continue  # the job is the journal's: the poll after the pause takes it
@@ -352,6 +357,17 @@ class Daemon:
                     logger.error("cannot claim file", path=str(path), error=str(exc))
                     self.watcher.settle(path)
                 continue
+            moved.append((path, claim, job_id, target))
+        try:  # where the files went, then where they left: never in neither place
+            fsync_dirs({target.parent for *_, target in moved})
+            fsync_dirs({path.parent for path, *_ in moved})
+        except OSError as exc:  # the jobs are the journal's: the poll after the pause takes them
+            if is_no_room(exc):
+                self.room.failed(exc)
+            else:
+                logger.error("cannot sync the claimed files' folders", error=str(exc))
+            return
+        for path, claim, job_id, _ in moved:
             logger.info("claimed", job=job_id, rule=claim.rule, path=str(path))
             self.scheduler.submit(job_id)
 

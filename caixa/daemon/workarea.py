@@ -37,11 +37,16 @@ class WorkArea:
     def fresh_step_dir(self, job_id: str, idx: int) -> Path:
         """An empty folder for a step; what a crashed earlier run left there is removed."""
         folder = self.step_dir(job_id, idx)
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()  # its job folder exists: the source was claimed into it
+        try:
+            folder.mkdir()  # its job folder exists: the source was claimed into it
+        except FileExistsError:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
         return folder
 
-    def claim(self, path: Path, job_id: str, name: str, inbox: Path | None = None) -> Path:
+    def claim(
+        self, path: Path, job_id: str, name: str, inbox: Path | None = None, sync: bool = True
+    ) -> Path:
         """Take the file out of its inbox with one atomic rename: from now on it is ours.
         Then look at what was taken, before anything reads it: a writer may have swapped the
         file for a symlink after the watcher looked. Anything but a regular file is refused
@@ -51,10 +56,11 @@ class WorkArea:
 
         The job's row is durable before the rename, and the rename is durable (both folders
         synced) before any later phase is recorded: after a power cut the file is never back
-        in its inbox while its job has gone on, which would take it a second time."""
+        in its inbox while its job has gone on, which would take it a second time. (With
+        `sync` false the caller syncs both folders before it records a later phase.)"""
         target = self.source(job_id, name)
         try:
-            st = claim_move(path, target, inbox)
+            st = claim_move(path, target, inbox, sync)
         except OSError as exc:
             if exc.errno in SWAPPED:
                 raise NotRegularError(
@@ -77,7 +83,15 @@ class WorkArea:
         return target
 
     def remove(self, job_id: str) -> None:
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        """The job's folder and all in it. Usually it holds only empty folders (its source
+        and outputs have moved out): those go with a few rmdirs, not a walk of the tree."""
+        folder = self.job_dir(job_id)
+        try:
+            for inner in folder.iterdir():
+                inner.rmdir()
+            folder.rmdir()
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def job_ids(self) -> list[str]:
         return [p.name for p in self.root.iterdir() if p.is_dir()]
