@@ -4,7 +4,8 @@ come out as a local run makes them, a node killed mid-step costs only its step o
 daemon killed while steps run on the cluster finishes every job exactly once after a restart,
 a cluster that goes away leaves caixa working on this machine, saying so in `status`, one
 that only starts after the daemon gets its steps once it answers, and so does a head that
-comes back (a new cluster on the same port), even between two of the daemon's looks.
+comes back (a new cluster on the same port), even between two of the daemon's looks;
+a step running on a node when its head starts again is done once.
 
 Every node is bound to 127.0.0.1 (Ray would otherwise take the machine's interface address),
 no dashboard runs, and the cluster is shared by the tests of this module; the last one shuts
@@ -143,6 +144,12 @@ def first_job_on_a_node_of(cluster: Cluster, world: World) -> tuple[Any, subproc
     return node, daemon
 
 
+def step_on_a_node(world: World) -> dict[str, Any] | None:
+    """An accelerator worker (as the lanes file shows it) that runs a job's step on a node."""
+    workers = lanes(world).get("lanes", {}).get("accelerator", {}).get("workers", [])
+    return next((w for w in workers if w.get("node_id") and w["job"]), None)
+
+
 def ran_on(manifest: dict[str, Any], step: str) -> str | None:
     """The Ray node (its id's first 8 characters) a job's step ran on, or None: locally."""
     notes = next(s for s in manifest["steps"] if s["name"] == step).get("notes", [])
@@ -222,13 +229,7 @@ def test_a_node_killed_mid_step_costs_only_its_step_one_try(
     for i in range(4):
         (world.inbox("gpu") / f"job-{i}.txt").write_text(f"job {i}\n")
 
-    def busy() -> dict[str, Any] | None:
-        workers = lanes(world).get("lanes", {}).get("accelerator", {}).get("workers", [])
-        return next((w for w in workers if w.get("node_id") and w["job"]), None)
-
-    world.wait_for(lambda: busy() is not None, timeout=120, message="a step on a node")
-    held = busy()
-    assert held is not None
+    held = world.wait_for(lambda: step_on_a_node(world), 120, "a step on a node")
     victim = next(n for n in cluster.worker_nodes if n.node_id == held["node_id"])
     cluster.remove_node(victim, allow_graceful=False)
 
@@ -518,3 +519,49 @@ def test_a_head_started_again_between_two_looks_is_joined_again(world: World) ->
         f"the Ray head at 127.0.0.1:{port} started again: a new cluster"
     ]
     assert len([e for e in logs if e["event"] == "connected to the Ray cluster"]) == 2
+
+
+def test_a_step_on_a_node_when_its_head_starts_again_is_done_once(world: World) -> None:
+    """The head stops while a step runs on its node, and a new head starts on its port: the
+    node went with the old cluster, so its step fails as a lost worker's does, one try, and
+    is done again (here, or on the new cluster), once."""
+    port = on_a_port_of_its_own(world)
+    release = world.root / "release"
+    world.write_rules(
+        f"""
+rules:
+  - name: gpu
+    inbox: gpu
+    steps: [{{sleepy: {{until: {release}}}}}]
+"""
+    )
+    with loopback():
+        first = head(gcs_server_port=port)
+        try:
+            node = first.add_node(**ACCELERATOR)
+            world.start()
+            world.wait_for(lambda: only_on(world, node.node_id), timeout=120, message="the node")
+            (world.inbox("gpu") / "held.txt").write_text("held\n")
+            world.wait_for(lambda: step_on_a_node(world), 120, "the step there")
+        finally:
+            first.shutdown()
+        second = head(gcs_server_port=port)
+        try:
+            second.add_node(**ACCELERATOR)
+            world.wait_log("step will be retried", timeout=180)
+            release.touch()
+            world.wait_for(lambda: world.finished() >= 1, timeout=180, message="the held job")
+        finally:
+            world.stop_all()
+            second.shutdown()
+
+    assert world.states() == {"done": 1}
+    logs = world.logs()
+    retried = [e for e in logs if e["event"] == "step will be retried"]
+    assert len(retried) == 1 and "Ray worker" in retried[0]["error"], retried
+    assert "was lost" in retried[0]["error"]
+    done = [e for e in logs if e["event"] == "step done" and e.get("step") == "sleepy"]
+    assert len(done) == 1, "done once"
+    assert [p.name for p in (world.outputs / "gpu").iterdir()] == ["held"]
+    assert (world.outputs / "gpu" / "held" / "held.slept.txt").read_text() == "held.txt\n"
+    assert len(world.manifests()) == 1
