@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import shutil
@@ -175,6 +176,13 @@ def atomic_write(dst: Path, fill: Callable[[Path], None], sync: bool = True) -> 
 
 def atomic_write_bytes(dst: Path, data: bytes, sync: bool = True) -> None:
     atomic_write(dst, lambda tmp: tmp.write_bytes(data), sync)
+
+
+def remove_stale_temps(dst: Path) -> None:
+    """Remove what `atomic_write(dst)` left beside `dst` in a process killed mid-write; only
+    for a file that one process writes at a time (such as one daemon's, under its home lock)."""
+    for stale in dst.parent.glob(f".caixa-tmp-*-{glob.escape(fit(dst.name, 160))}"):
+        stale.unlink(missing_ok=True)
 
 
 def temp_name(name: str) -> str:

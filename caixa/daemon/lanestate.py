@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from caixa.daemon.fsutil import atomic_write_bytes
+from caixa.daemon.fsutil import atomic_write_bytes, remove_stale_temps
 from caixa.home import Home
 
 RECENT_SECONDS = 600.0  # the window of "recent throughput"
@@ -68,6 +68,7 @@ class StateFile:
         self._thread = threading.Thread(target=self._loop, name="caixa-state", daemon=True)
 
     def start(self) -> None:
+        remove_stale_temps(self.path)  # a daemon killed mid-write left it
         self._thread.start()
         self.touch()
 
