@@ -406,9 +406,12 @@ class Journal:
             job = db.execute(
                 "SELECT rule, rule_version FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
+            # an original, never another duplicate (jobs are admitted in the order their hashes
+            # finish, not the order they were made in), and one that has not failed
             twin = db.execute(
                 "SELECT id FROM jobs WHERE sha256 = ? AND rule = ? AND rule_version = ? AND id != ?"
-                " AND state != ? AND COALESCE(outcome, '') != ? ORDER BY created_at LIMIT 1",
+                " AND duplicate_of IS NULL AND state != ? AND COALESCE(outcome, '') != ?"
+                " ORDER BY created_at LIMIT 1",
                 (sha256, job["rule"], job["rule_version"], job_id, State.failed, State.failed),
             ).fetchone()
             twin_id = twin["id"] if twin else None
