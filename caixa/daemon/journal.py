@@ -238,7 +238,8 @@ class Journal:
         self.path = path
         self._lock = threading.Lock()  # one writer connection; SQLite allows one writer anyway
         self._waiting: list[_Write] = []  # changes for the next group commit
-        self._waiting_lock = threading.Lock()
+        self._turn = threading.Condition()  # guards _waiting and _leading; wakes the followers
+        self._leading = False  # a thread is committing a group or about to take one
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         try:
@@ -302,16 +303,28 @@ class Journal:
 
     def _write(self, change: Change, durable: bool = False) -> Any:
         """Run `change` in a write transaction, committed (and synced, if durable) before this
-        returns; what it returned, or raise what it raised. Whichever waiting thread gets the
-        writer lock commits every change waiting then, its own among them."""
+        returns; what it returned, or raise what it raised. One thread at a time leads: it takes
+        every change waiting once it holds the writer, its own among them, and commits them
+        together. The others sleep until their change is committed or the lead is free: woken
+        by the commit that took them, not queued behind the next one."""
         write = _Write(change, durable)
-        with self._waiting_lock:
+        with self._turn:
             self._waiting.append(write)
-        with self._lock:
-            if not write.done:  # no commit took it while this thread waited for the lock
-                with self._waiting_lock:
-                    group, self._waiting = self._waiting, []
-                self._commit(group)
+            while self._leading and not write.done:
+                self._turn.wait()
+            leads = not write.done
+            if leads:
+                self._leading = True
+        if leads:
+            try:
+                with self._lock:
+                    with self._turn:
+                        group, self._waiting = self._waiting, []
+                    self._commit(group)
+            finally:
+                with self._turn:
+                    self._leading = False
+                    self._turn.notify_all()
         if write.error is not None:
             raise copy.copy(write.error) from write.error  # each thread a traceback of its own
         return write.result

@@ -150,6 +150,14 @@ def step_on_a_node(world: World) -> dict[str, Any] | None:
     return next((w for w in workers if w.get("node_id") and w["job"]), None)
 
 
+def held_until_released(world: World, **sleepy: float) -> Path:
+    """Rules of one `gpu` rule whose step sleeps until the returned file exists."""
+    release = world.root / "release"
+    params = ", ".join(f"{k}: {v}" for k, v in {"until": release, **sleepy}.items())
+    world.write_rules(f"rules:\n  - {{name: gpu, inbox: gpu, steps: [{{sleepy: {{{params}}}}}]}}\n")
+    return release
+
+
 def ran_on(manifest: dict[str, Any], step: str) -> str | None:
     """The Ray node (its id's first 8 characters) a job's step ran on, or None: locally."""
     notes = next(s for s in manifest["steps"] if s["name"] == step).get("notes", [])
@@ -252,15 +260,7 @@ def test_a_node_killed_mid_step_costs_only_its_step_one_try(
 
 def test_how_far_a_step_on_a_node_is_shows_in_status(on_cluster: World) -> None:
     world = on_cluster
-    release = world.root / "release"
-    world.write_rules(
-        f"""
-rules:
-  - name: gpu
-    inbox: gpu
-    steps: [{{sleepy: {{until: {release}, progress: 0.37}}}}]
-"""
-    )
+    release = held_until_released(world, progress=0.37)
     world.start()
     world.wait_for(lambda: connected_to(world, 2), timeout=120, message="two nodes")
     (world.inbox("gpu") / "long.txt").write_text("a long one\n")
@@ -526,15 +526,7 @@ def test_a_step_on_a_node_when_its_head_starts_again_is_done_once(world: World) 
     node went with the old cluster, so its step fails as a lost worker's does, one try, and
     is done again (here, or on the new cluster), once."""
     port = on_a_port_of_its_own(world)
-    release = world.root / "release"
-    world.write_rules(
-        f"""
-rules:
-  - name: gpu
-    inbox: gpu
-    steps: [{{sleepy: {{until: {release}}}}}]
-"""
-    )
+    release = held_until_released(world)
     with loopback():
         first = head(gcs_server_port=port)
         try:
