@@ -228,6 +228,7 @@ class _Write:
     done: bool = False
     result: Any = None
     error: BaseException | None = field(default=None, repr=False)
+    woken: threading.Event = field(default_factory=threading.Event, repr=False)  # done, or leads
 
 
 class Journal:
@@ -238,8 +239,8 @@ class Journal:
         self.path = path
         self._lock = threading.Lock()  # one writer connection; SQLite allows one writer anyway
         self._waiting: list[_Write] = []  # changes for the next group commit
-        self._turn = threading.Condition()  # guards _waiting and _leading; wakes the followers
-        self._leading = False  # a thread is committing a group or about to take one
+        self._turn = threading.Lock()  # guards _waiting and _leading
+        self._leading = False  # a thread is committing a group or has been handed the lead
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         try:
@@ -305,29 +306,38 @@ class Journal:
         """Run `change` in a write transaction, committed (and synced, if durable) before this
         returns; what it returned, or raise what it raised. One thread at a time leads: it takes
         every change waiting once it holds the writer, its own among them, and commits them
-        together. The others sleep until their change is committed or the lead is free: woken
-        by the commit that took them, not queued behind the next one."""
+        together. The others sleep until the commit that took their change wakes them (not
+        queued behind the next one), or until the lead is handed to them."""
         write = _Write(change, durable)
         with self._turn:
             self._waiting.append(write)
-            while self._leading and not write.done:
-                self._turn.wait()
+            leads, self._leading = not self._leading, True
+        if not leads:
+            write.woken.wait()  # by the commit that took it, or handed the lead
             leads = not write.done
-            if leads:
-                self._leading = True
         if leads:
-            try:
-                with self._lock:
-                    with self._turn:
-                        group, self._waiting = self._waiting, []
-                    self._commit(group)
-            finally:
-                with self._turn:
-                    self._leading = False
-                    self._turn.notify_all()
+            self._lead()
         if write.error is not None:
             raise copy.copy(write.error) from write.error  # each thread a traceback of its own
         return write.result
+
+    def _lead(self) -> None:
+        """Commit every change waiting, wake their threads, and hand the lead to the first change
+        that came meanwhile: one wake-up a thread, and only when it has something to do."""
+        group: list[_Write] = []
+        try:
+            with self._lock:
+                with self._turn:
+                    group, self._waiting = self._waiting, []
+                self._commit(group)
+        finally:
+            for write in group:
+                write.woken.set()
+            with self._turn:
+                if self._waiting:
+                    self._waiting[0].woken.set()
+                else:
+                    self._leading = False
 
     def _commit(self, group: list[_Write]) -> None:
         """One transaction for the group, each change in a savepoint of its own."""
