@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     accelerator_threads: int = Field(
         default=0,
         ge=0,
-        description="cores for model work with no GPU; 0: half of them while CPU work waits,"
-        " every core while the CPU lanes are idle (a number: that many, always)",
+        description="cores for model work with no GPU; 0: half of them while CPU steps run or"
+        " wait, every core while none does (a number: that many, always)",
     )
     log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

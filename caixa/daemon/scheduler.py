@@ -12,17 +12,20 @@ point where it hands its task over, and the tasks then go to the worker as one B
 
 With no GPU the accelerator worker keeps to its share of the cores, so CPU steps still move
 while a model works. The share holds only while there is CPU work: a step the accelerator lane
-starts while no CPU phase runs or waits gets every core (`_threads`); the next one after CPU
-work arrives gets the share again (a running step keeps its count).
+starts while no CPU step runs or waits gets every core (`_threads`); the next one after CPU
+work arrives gets the share again (a running step keeps its count). Claims, publishes and
+settles do not count unless they queue for a thread: they are brief file work, and a stream of
+model jobs would otherwise lose half the cores to each one's own publish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -69,15 +72,15 @@ class Scheduler:
         self._cond = threading.Condition()  # guards the sets below
         self._active: set[str] = set()
         self._ready = ReadySet(settings.swap_bound)
-        self._cpu_waiting = 0  # CPU phases queued, and running: the accelerator's budget
+        self._cpu_waiting = 0  # CPU phases queued for a lane thread, and running on one
         self._cpu_running = 0
+        self._cpu_steps = 0  # CPU steps in a worker or waiting for one
         self._swaps = 0
         self._stopping = False
         self._throughput = Throughput()
         self._state = StateFile(settings.home, self._snapshot)
-        self._cpu = ThreadPoolExecutor(
-            settings.cpu_workers * PHASES_PER_WORKER, thread_name_prefix="caixa-cpu"
-        )
+        self._cpu_threads = settings.cpu_workers * PHASES_PER_WORKER
+        self._cpu = ThreadPoolExecutor(self._cpu_threads, thread_name_prefix="caixa-cpu")
         # one thread per step the accelerator lane may run at once: one per Ray node, else one
         self._lanes: list[threading.Thread] = []
         self._pools = {
@@ -280,12 +283,16 @@ class Scheduler:
             return None
 
     def _threads(self) -> int | None:
-        """The threads for the accelerator step about to start: every core while no CPU phase
-        runs or waits (and no count is set for it); None: the worker's share."""
+        """The threads for the accelerator step about to start: every core while no CPU step
+        runs or waits for a worker and no phase waits for a lane thread (and no count is set
+        for it); None: the worker's share. A claim, publish or settle on a thread of its own
+        is brief file work: a stream of model jobs keeps every core while each one's publish
+        runs beside the next one's step."""
         if self.settings.accelerator_threads:
             return None
         with self._cond:
-            idle = not self._cpu_waiting and not self._cpu_running
+            queued = self._cpu_running + self._cpu_waiting > self._cpu_threads
+            idle = not self._cpu_steps and not queued
         return len(os.sched_getaffinity(0)) if idle else None
 
     def _runner_for(self, lane: Resource) -> Callable[..., Reply]:
@@ -305,7 +312,8 @@ class Scheduler:
                 for t in task.tasks:
                     self._throughput.record(t.step, seconds)
             else:
-                reply = self._run_one(lane, task)
+                with self._cpu_step(lane):
+                    reply = self._run_one(lane, task)
                 self._throughput.record(task.step, time.monotonic() - started)
             if lane is Resource.accelerator and reply.loaded:
                 self._swaps += len(reply.loaded)
@@ -319,6 +327,20 @@ class Scheduler:
             return reply
 
         return run
+
+    @contextlib.contextmanager
+    def _cpu_step(self, lane: Resource) -> Iterator[None]:
+        """Count a CPU step while it runs or waits for a worker: the accelerator's budget."""
+        counts = lane is Resource.cpu
+        if counts:
+            with self._cond:
+                self._cpu_steps += 1
+        try:
+            yield
+        finally:
+            if counts:
+                with self._cond:
+                    self._cpu_steps -= 1
 
     def _run_one(self, lane: Resource, task: Task) -> Reply:
         """A step on its lane's pool; a CPU step whose rule says `cluster: true` on an idle

@@ -161,7 +161,7 @@ class BaseStep:
     Params: ClassVar[type[BaseModel]] = NoParams
     requires: ClassVar[Requirements] = Requirements()
     # Its model takes a new thread count on every call (torch, llama.cpp), so on the
-    # accelerator lane it may get every core while the CPU lanes are idle. False: its engine
+    # accelerator lane it may get every core while no CPU step runs. False: its engine
     # fixes its threads when the model loads (onnxruntime, CTranslate2), and it always gets
     # the lane's share, so the split never leaves it more threads than cores.
     threads_follow: ClassVar[bool] = False

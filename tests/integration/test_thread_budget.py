@@ -1,8 +1,9 @@
 """The lanes' thread budget reaches the steps: two multi-page OCR jobs on two CPU lanes never run
 more tesseract processes at once than the machine has cores. Every tesseract the daemon starts
 goes through a wrapper on PATH that counts, under a lock, how many are running as it starts.
-And the accelerator's budget follows the load: a model step gets every core while the CPU lane
-is idle, and its share while CPU work runs, as each step's manifest records."""
+And the accelerator's budget follows the load: a model step gets every core while no CPU step
+runs and its share while one does, and a stream of model jobs keeps every core while each one
+publishes, as each step's manifest records."""
 
 from __future__ import annotations
 
@@ -108,3 +109,26 @@ rules:
 
 def _manifest(world: World, name: str) -> dict[str, Any] | None:
     return next((m for m in world.manifests() if m["source"]["name"] == name), None)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core has no share to give")
+def test_a_stream_of_model_jobs_keeps_every_core_while_each_one_publishes(world: World) -> None:
+    """Each job's publish runs on the CPU lane while the next job's model step starts: brief
+    file work, which leaves the model every core (it used to halve the budget of every step
+    after the first)."""
+    cores = len(os.sched_getaffinity(0))
+    world.env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    world.write_rules(
+        "rules:\n  - name: notes\n    inbox: notes\n    steps:\n"
+        "      - llm: {task: prompt, max_tokens: 4}\n"
+    )
+    notes = world.inbox("notes")
+    for n, thing in enumerate(("colour", "fruit", "tree", "river", "city")):
+        (notes / f"{n}.txt").write_text(f"Name one {thing}.")
+
+    world.run_once(timeout=600)
+
+    assert world.states() == {"done": 5}
+    steps = [m["steps"][0] for m in world.manifests()]
+    assert [s["threads"] for s in steps] == [cores] * 5
+    assert all(s["data"]["threads"]["prompt"] == cores for s in steps)

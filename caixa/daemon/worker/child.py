@@ -192,7 +192,7 @@ class Worker:
         return result, ("cpu", gone), [*notes, "ran on the CPU: the GPU ran out of memory twice"]
 
     def _budget(self, step: type[Step], task: Task) -> int:
-        """The lane's count for this step (every core while the CPU lanes are idle) when its
+        """The lane's count for this step (every core while no CPU step runs) when its
         model takes a new count per call; else the share, which a model fixes at load."""
         share = min(self.config.threads, len(self.cores))
         if task.threads is None or not getattr(step, "threads_follow", False):

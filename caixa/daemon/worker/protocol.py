@@ -24,7 +24,7 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
 class WorkerConfig:
     lane: str  # "accelerator" or "cpu"
     device: str  # auto | cpu | cuda | cuda:N
-    threads: int  # CPU threads its libraries may use: the lane's share while CPU work waits
+    threads: int  # CPU threads its libraries may use: the lane's share while CPU steps run
     pin: bool  # on the CPU, keep it to `threads` cores, so the CPU lanes keep the rest
     model_memory: int  # bytes its models may take; 0: detect
     log: dict[str, Any]  # log.configure's arguments: the daemon's own
