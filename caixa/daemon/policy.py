@@ -12,6 +12,12 @@ per `bound` steps, plus one per model. Rule priorities come before all of this.
 A step that can run several jobs at once (`run_batch`) takes along the other waiting jobs of
 the same step and params (so the same model), up to BATCH; each counts as a pick, so the bound
 still holds within one batch's size.
+
+On a Ray cluster there is a lane per node, all taking from one ready set. A lane sees the models
+on the idle nodes (less those another lane's step is going to) and the models the other lanes
+run now: a step whose model another lane runs is left to that lane, the idle node loads a model
+no lane runs, and a second copy of a model is loaded only for a backlog longer than the bound.
+So two nodes split three models between them instead of each loading all three.
 """
 
 from __future__ import annotations
@@ -54,8 +60,14 @@ class ReadySet:
         self._entries.append(_Entry(item, self._seq, self._picks))
         self._seq += 1
 
-    def take(self, resident: Collection[str]) -> Waiting | None:
-        """The next step to run, given the models the accelerator worker holds now."""
+    def take(self, resident: Collection[str], elsewhere: Collection[str] = ()) -> Waiting | None:
+        """The next step to run, given the models the worker about to run it holds now, and
+        (several lanes: a cluster's nodes) the models the other lanes are running; None:
+        nothing to run now (the caller waits for a step to arrive or a lane to finish). The
+        oldest step whose model another lane runs waits for that lane, which takes it next
+        (it fits there): this one serves its own model meanwhile, or loads one that no lane
+        runs, and loads a second copy only for a backlog longer than the bound (a shorter
+        one is not worth the load)."""
         if not self._entries:
             return None
         top = max(e.item.priority for e in self._entries)
@@ -65,8 +77,15 @@ class ReadySet:
         if not _fits(head.item, resident):
             same = next((e for e in ranked if _fits(e.item, resident)), None)
             waited = self._picks - max(head.arrived, self._changed_at)
-            if same is not None and waited < self.bound:
+            served = head.item.model in elsewhere
+            if same is not None and (waited < self.bound or served):
                 chosen = same
+            elif served:
+                unserved = next((e for e in ranked if e.item.model not in elsewhere), None)
+                backlog = sum(e.item.model == head.item.model for e in ranked)
+                if unserved is None and backlog <= self.bound:
+                    return None
+                chosen = unserved or head
         if not _fits(chosen.item, resident):
             self._changed_at = self._picks
         self._picks += 1

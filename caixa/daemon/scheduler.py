@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -35,7 +36,7 @@ from caixa.config.settings import Settings
 from caixa.daemon.health import ThreadDeaths
 from caixa.daemon.jobs import JobRunner
 from caixa.daemon.lanestate import StateFile, Throughput
-from caixa.daemon.policy import ReadySet
+from caixa.daemon.policy import ReadySet, Waiting
 from caixa.daemon.space import Room
 from caixa.daemon.worker import ray_pool
 from caixa.daemon.worker.pool import Draining, WorkerPool
@@ -72,6 +73,8 @@ class Scheduler:
         self._cond = threading.Condition()  # guards the sets below
         self._active: set[str] = set()
         self._ready = ReadySet(settings.swap_bound)
+        # the models of the steps the accelerator lanes run now (several lanes: a cluster)
+        self._serving: Counter[str] = Counter()
         self._cpu_waiting = 0  # CPU phases queued for a lane thread, and running on one
         self._cpu_running = 0
         self._cpu_steps = 0  # CPU steps in a worker or waiting for one
@@ -206,15 +209,16 @@ class Scheduler:
         pool = self._pools[Resource.accelerator]
         while True:
             with self._cond:
-                while not self._ready and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
+                chosen = None
+                while not self._stopping and (chosen := self._take(pool)) is None:
+                    self._cond.wait()  # a step arrives, or another lane's step ends
+                if chosen is None:  # stopping
                     return
-                chosen = self._ready.take(pool.resident())
-                assert chosen is not None
                 # a cluster runs steps side by side on its nodes, not as one batch
                 clustered = isinstance(pool, ray_pool.RayPool)
                 along = [] if clustered else self._ready.take_like(chosen)
+                serving = Counter([chosen.model] if chosen.model else [])
+                self._serving += serving
             try:
                 if along:
                     self._advance_together([chosen.job_id, *(w.job_id for w in along)])
@@ -224,6 +228,16 @@ class Scheduler:
                 self.deaths.record(threading.current_thread().name, exc)
                 for job_id in (chosen.job_id, *(w.job_id for w in along)):
                     self._done(job_id)
+            finally:
+                with self._cond:
+                    self._serving -= serving
+                    self._cond.notify_all()
+
+    def _take(self, pool: WorkerPool) -> Waiting | None:
+        """The next step for this lane (under the lock), given what the workers hold and
+        the models the other lanes are running (several lanes: a Ray cluster's nodes)."""
+        serving = set(self._serving)
+        return self._ready.take(pool.resident(spoken_for=serving), serving)
 
     def _advance_together(self, job_ids: list[str]) -> None:
         """Advance jobs whose next steps run as one batch, then route each."""

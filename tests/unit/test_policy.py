@@ -73,3 +73,24 @@ def test_steps_without_a_model_go_between_swaps_and_never_count_as_one() -> None
     assert [i.job_id for i in order] == ["x", "y", "a1", "b1"]
     assert loads == 2
     assert len(ready) == 0
+
+
+def test_a_lane_leaves_a_model_another_lane_runs_to_it_and_loads_one_no_lane_runs() -> None:
+    """Two lanes (a cluster's two nodes), both idle at first: the second does not load a
+    second copy of the model the first is loading while other work waits."""
+    ready = ReadySet(8)
+    for item in [Waiting("a1", "a"), Waiting("a2", "a"), Waiting("b1", "b"), Waiting("a3", "a")]:
+        ready.add(item)
+    assert ready.take(set()).job_id == "a1"  # the first lane loads a
+    assert ready.take(set(), elsewhere={"a"}).job_id == "b1"  # the second loads b
+    assert ready.take({"a"}, elsewhere={"b"}).job_id == "a2"  # a's lane serves its own
+
+
+def test_a_second_copy_is_loaded_only_for_a_backlog_longer_than_the_bound() -> None:
+    ready = ReadySet(3)
+    for i in range(3):
+        ready.add(Waiting(f"a{i}", "a"))
+    assert ready.take(set(), elsewhere={"a"}) is None  # the lane running a takes them
+    assert len(ready) == 3
+    ready.add(Waiting("a3", "a"))
+    assert ready.take(set(), elsewhere={"a"}).job_id == "a0"  # 4 > 3: worth a second copy

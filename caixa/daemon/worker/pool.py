@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -268,8 +268,10 @@ class WorkerPool:
         """How many steps it may run at once."""
         return len(self.workers)
 
-    def resident(self) -> set[str]:
-        return {r.name for w in self.workers for r in w.reply.resident}
+    def resident(self, spoken_for: Collection[str] = ()) -> set[str]:
+        """The models loaded in its workers, but for a worker that holds one of `spoken_for`
+        (another lane's step will go there)."""
+        return {r.name for w in self.workers if not holds(w.reply, spoken_for) for r in w.reply.resident}
 
     def view(self) -> list[dict[str, Any]]:
         return [w.view() for w in self.workers]
@@ -289,6 +291,11 @@ class WorkerPool:
             self._keeper.join(UNLOAD_TIMEOUT)
         for worker in self.workers:
             worker.kill()
+
+
+def holds(reply: Reply, models: Collection[str]) -> bool:
+    """Whether a worker's last reply says it holds any of `models`."""
+    return any(r.name in models for r in reply.resident)
 
 
 def _expired(worker: WorkerProcess, now: float, keep_alive: float) -> list[str]:

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -37,6 +37,7 @@ from caixa.daemon.worker.pool import (
     WorkerDiedError,
     WorkerPool,
     _overran,
+    holds,
     work_view,
 )
 from caixa.daemon.worker.protocol import (
@@ -670,8 +671,13 @@ class RayPool(WorkerPool):
 
     # --- WorkerPool's face ----------------------------------------------------------------------
 
-    def resident(self) -> set[str]:
-        return super().resident() | self.local.resident()
+    def resident(self, spoken_for: Collection[str] = ()) -> set[str]:
+        """The models the next step may find loaded: those on the idle nodes that hold none of
+        `spoken_for` (another lane's step goes to the node that has its model), and this
+        machine's worker's; a busy node's are no use to it."""
+        with self._cond:
+            free = [w for w in self._idle if not holds(w.reply, spoken_for)]
+        return {r.name for w in free for r in w.reply.resident} | self.local.resident(spoken_for)
 
     def view(self) -> list[dict[str, Any]]:
         return [*super().view(), *self.local.view()]
