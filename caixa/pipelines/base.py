@@ -160,10 +160,11 @@ class BaseStep:
     resource: ClassVar[Resource] = Resource.cpu
     Params: ClassVar[type[BaseModel]] = NoParams
     requires: ClassVar[Requirements] = Requirements()
-    # Its model takes a new thread count on every call (torch, llama.cpp), so on the
-    # accelerator lane it may get every core while no CPU step runs. False: its engine
-    # fixes its threads when the model loads (onnxruntime, CTranslate2), and it always gets
-    # the lane's share, so the split never leaves it more threads than cores.
+    # Its model takes a new thread count on every call (torch, llama.cpp), or is small enough
+    # to keep a copy per count (Piper's voices), so on the accelerator lane it may get every
+    # core while no CPU step runs. False: its engine fixes its threads when the model loads
+    # (onnxruntime, CTranslate2), and it always gets the lane's share, so the split never
+    # leaves it more threads than cores.
     threads_follow: ClassVar[bool] = False
 
     @classmethod

@@ -271,7 +271,9 @@ class WorkerPool:
     def resident(self, spoken_for: Collection[str] = ()) -> set[str]:
         """The models loaded in its workers, but for a worker that holds one of `spoken_for`
         (another lane's step will go there)."""
-        return {r.name for w in self.workers if not holds(w.reply, spoken_for) for r in w.reply.resident}
+        return {
+            r.name for w in self.workers if not holds(w.reply, spoken_for) for r in w.reply.resident
+        }
 
     def view(self) -> list[dict[str, Any]]:
         return [w.view() for w in self.workers]

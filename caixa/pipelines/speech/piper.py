@@ -48,8 +48,9 @@ def voice_files(ref: str) -> tuple[Path, Path]:
 
 
 def load(ref: str, device: str, threads: int) -> PiperVoice:
-    """The voice, loaded the first time it is asked for in this process with these threads; on
-    CUDA when the device is a GPU and onnxruntime has the CUDA provider."""
+    """The voice, loaded the first time it is asked for in this process with these threads
+    (a session per count: onnxruntime fixes them); on CUDA, once, when the device is a GPU and
+    onnxruntime has the CUDA provider."""
     import onnxruntime
 
     try:
@@ -81,7 +82,7 @@ def load(ref: str, device: str, threads: int) -> PiperVoice:
             ) from exc
         return PiperVoice(session=session, config=settings)
 
-    return models.load(f"piper {model} {'cuda' if cuda else 'cpu'} {threads} threads", loader)
+    return models.load(f"piper {model} {'cuda' if cuda else f'cpu {threads} threads'}", loader)
 
 
 def settings(voice: PiperVoice, speed: float, speaker: int | str | None) -> SynthesisConfig:
