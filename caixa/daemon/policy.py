@@ -14,10 +14,11 @@ the same step and params (so the same model), up to BATCH; each counts as a pick
 still holds within one batch's size.
 
 On a Ray cluster there is a lane per node, all taking from one ready set. A lane sees the models
-on the idle nodes (less those another lane's step is going to) and the models the other lanes
-run now: a step whose model another lane runs is left to that lane, the idle node loads a model
-no lane runs, and a second copy of a model is loaded only for a backlog longer than the bound.
-So two nodes split three models between them instead of each loading all three.
+on the idle nodes (less those another lane's step is going to), the models the other nodes hold
+and those the other lanes run now: a step whose model another node holds is left to that node,
+the idle node loads a model no node holds, and a second copy of a model is loaded only for a
+backlog longer than the bound. So two nodes split three models between them instead of each
+loading all three.
 """
 
 from __future__ import annotations
@@ -60,14 +61,19 @@ class ReadySet:
         self._entries.append(_Entry(item, self._seq, self._picks))
         self._seq += 1
 
-    def take(self, resident: Collection[str], elsewhere: Collection[str] = ()) -> Waiting | None:
+    def take(
+        self,
+        resident: Collection[str],
+        elsewhere: Collection[str] = (),
+        running: Collection[str] = (),
+    ) -> Waiting | None:
         """The next step to run, given the models the worker about to run it holds now, and
-        (several lanes: a cluster's nodes) the models the other lanes are running; None:
-        nothing to run now (the caller waits for a step to arrive or a lane to finish). The
-        oldest step whose model another lane runs waits for that lane, which takes it next
-        (it fits there): this one serves its own model meanwhile, or loads one that no lane
-        runs, and loads a second copy only for a backlog longer than the bound (a shorter
-        one is not worth the load)."""
+        (several lanes: a cluster's nodes) the models the other workers hold, and those the
+        other lanes are running; None: nothing to run now (the caller waits for a step to
+        arrive or a lane to finish). The oldest step whose model another worker holds is
+        left to it (it fits there): this lane serves its own model meanwhile, or loads one
+        that no worker holds, and loads a second copy only for a backlog longer than the
+        bound or of a model that no lane is running now (its worker may be busy for long)."""
         if not self._entries:
             return None
         top = max(e.item.priority for e in self._entries)
@@ -77,15 +83,17 @@ class ReadySet:
         if not _fits(head.item, resident):
             same = next((e for e in ranked if _fits(e.item, resident)), None)
             waited = self._picks - max(head.arrived, self._changed_at)
-            served = head.item.model in elsewhere
-            if same is not None and (waited < self.bound or served):
+            held = head.item.model in elsewhere or head.item.model in running
+            if same is not None and (waited < self.bound or held):
                 chosen = same
-            elif served:
-                unserved = next((e for e in ranked if e.item.model not in elsewhere), None)
+            elif held:
+                unheld = next(
+                    (e for e in ranked if e.item.model not in {*elsewhere, *running}), None
+                )
                 backlog = sum(e.item.model == head.item.model for e in ranked)
-                if unserved is None and backlog <= self.bound:
+                if unheld is None and head.item.model in running and backlog <= self.bound:
                     return None
-                chosen = unserved or head
+                chosen = unheld or head
         if not _fits(chosen.item, resident):
             self._changed_at = self._picks
         self._picks += 1

@@ -237,7 +237,7 @@ class Scheduler:
         """The next step for this lane (under the lock), given what the workers hold and
         the models the other lanes are running (several lanes: a Ray cluster's nodes)."""
         serving = set(self._serving)
-        return self._ready.take(pool.resident(spoken_for=serving), serving)
+        return self._ready.take(pool.resident(spoken_for=serving), pool.held(), serving)
 
     def _advance_together(self, job_ids: list[str]) -> None:
         """Advance jobs whose next steps run as one batch, then route each."""

@@ -82,7 +82,7 @@ def test_a_lane_leaves_a_model_another_lane_runs_to_it_and_loads_one_no_lane_run
     for item in [Waiting("a1", "a"), Waiting("a2", "a"), Waiting("b1", "b"), Waiting("a3", "a")]:
         ready.add(item)
     assert ready.take(set()).job_id == "a1"  # the first lane loads a
-    assert ready.take(set(), elsewhere={"a"}).job_id == "b1"  # the second loads b
+    assert ready.take(set(), running={"a"}).job_id == "b1"  # the second loads b
     assert ready.take({"a"}, elsewhere={"b"}).job_id == "a2"  # a's lane serves its own
 
 
@@ -90,7 +90,18 @@ def test_a_second_copy_is_loaded_only_for_a_backlog_longer_than_the_bound() -> N
     ready = ReadySet(3)
     for i in range(3):
         ready.add(Waiting(f"a{i}", "a"))
-    assert ready.take(set(), elsewhere={"a"}) is None  # the lane running a takes them
+    assert ready.take(set(), running={"a"}) is None  # the lane running a takes them
     assert len(ready) == 3
     ready.add(Waiting("a3", "a"))
-    assert ready.take(set(), elsewhere={"a"}).job_id == "a0"  # 4 > 3: worth a second copy
+    assert ready.take(set(), running={"a"}).job_id == "a0"  # 4 > 3: worth a second copy
+
+
+def test_a_model_another_node_holds_waits_for_it_past_the_bound_but_never_for_ever() -> None:
+    """The node holding b is busy with something else: this lane goes on with its own model
+    past the bound (b's node takes b0 when free), and loads b itself once it has nothing else,
+    rather than wait on a node that may stay busy."""
+    ready = ReadySet(2)
+    for item in [Waiting("b0", "b"), *(Waiting(f"a{i}", "a") for i in range(5))]:
+        ready.add(item)
+    taken = [ready.take({"a"}, elsewhere={"b"}) for _ in range(6)]
+    assert [t.job_id for t in taken if t] == ["a0", "a1", "a2", "a3", "a4", "b0"]

@@ -268,6 +268,10 @@ class WorkerPool:
         """How many steps it may run at once."""
         return len(self.workers)
 
+    def held(self) -> set[str]:
+        """Every model its workers hold, busy or not."""
+        return {r.name for w in self.workers for r in w.reply.resident}
+
     def resident(self, spoken_for: Collection[str] = ()) -> set[str]:
         """The models loaded in its workers, but for a worker that holds one of `spoken_for`
         (another lane's step will go there)."""

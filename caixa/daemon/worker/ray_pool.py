@@ -671,6 +671,9 @@ class RayPool(WorkerPool):
 
     # --- WorkerPool's face ----------------------------------------------------------------------
 
+    def held(self) -> set[str]:
+        return super().held() | self.local.held()
+
     def resident(self, spoken_for: Collection[str] = ()) -> set[str]:
         """The models the next step may find loaded: those on the idle nodes that hold none of
         `spoken_for` (another lane's step goes to the node that has its model), and this
