@@ -14,10 +14,9 @@
     has started, scanned PDFs and more prompts; OCR's pages/s is its pages over the time from
     its first step's start to its last one's end (the two CPU workers read side by side).
     With the budget that follows the load (a model step keeps the count it started with: the
-    first one every core; one that starts while OCR steps run or wait, the share; prompts
-    that arrive with the scans may start, as one batch, while the scans are still being
-    claimed, and keep every core) against the fixed share, in alternating rounds, each one's
-    best.
+    first one every core; one that starts while OCR steps run or wait, the share; a prompt
+    that arrives with the scans may start while the scans are still being claimed, and keeps
+    every core) against the fixed share, in alternating rounds, each one's best.
     Target: no slowdown (>= 0.95x, the noise of a shared machine).
 
 Run: `.venv/bin/python bench/budget.py`.
