@@ -83,13 +83,12 @@ class ReadySet:
         if not _fits(head.item, resident):
             same = next((e for e in ranked if _fits(e.item, resident)), None)
             waited = self._picks - max(head.arrived, self._changed_at)
-            held = head.item.model in elsewhere or head.item.model in running
+            others = {*elsewhere, *running}
+            held = head.item.model in others
             if same is not None and (waited < self.bound or held):
                 chosen = same
             elif held:
-                unheld = next(
-                    (e for e in ranked if e.item.model not in {*elsewhere, *running}), None
-                )
+                unheld = next((e for e in ranked if e.item.model not in others), None)
                 backlog = sum(e.item.model == head.item.model for e in ranked)
                 if unheld is None and head.item.model in running and backlog <= self.bound:
                     return None
