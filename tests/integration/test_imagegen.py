@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from caixa.errors import InputError
 from caixa.pipelines.base import StepInput
@@ -62,7 +62,15 @@ def test_prompt_files_become_images_that_the_same_file_makes_again(
     first = Image.open(world.outputs / "prompts" / "farol" / "farol.png")
     second = Image.open(world.outputs / "again" / "farol" / "farol.png")
     assert first.size == (64, 64) and first.mode == "RGB"
-    assert first.tobytes() == second.tobytes()  # the same file, a second job: the same image
+    # The same file, a second job: the same image, bit for bit on as many threads (the count
+    # follows the load); on another count torch sums in another order, a level here and there.
+    threads = {
+        step_data(world, rule, "farol.prompt").get("threads") for rule in ("prompts", "again")
+    }
+    if len(threads) == 1:
+        assert first.tobytes() == second.tobytes()
+    else:
+        assert max(high for _, high in ImageChops.difference(first, second).getextrema()) <= 2
     assert len(set(first.tobytes())) > 50  # an image, not a blank
     parameters = first.text["parameters"]
     assert parameters.startswith("Um farol numa costa rochosa ao entardecer, aquarela.\n")
