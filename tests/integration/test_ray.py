@@ -217,7 +217,12 @@ rules:
     (local.inbox("gpu") / "note-3.txt").write_text("note 3\n")
     local.run_once(timeout=300)
     for rel in ["photos/bus/bus.labels.json", "photos/zidane/zidane.labels.json"]:
-        assert (world.outputs / rel).read_bytes() == (local.outputs / rel).read_bytes(), rel
+        there, here = (json.loads((w.outputs / rel).read_text()) for w in (world, local))
+        # the same labels; a probability may round the other way on another thread count
+        pairs = list(zip(there.pop("labels"), here.pop("labels"), strict=True))
+        assert all(a["label"] == b["label"] for a, b in pairs), rel
+        assert all(abs(a["probability"] - b["probability"]) <= 2e-4 for a, b in pairs), rel
+        assert there == here, rel
     for rel in ["gpu/note-3/note-3.slept.txt", "gpu/note-3/note-3.txt"]:
         assert (world.outputs / rel).read_bytes() == (local.outputs / rel).read_bytes(), rel
 
