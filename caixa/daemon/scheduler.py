@@ -28,7 +28,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 from caixa import log
@@ -40,7 +39,14 @@ from caixa.daemon.policy import ReadySet, Waiting
 from caixa.daemon.space import Room
 from caixa.daemon.worker import ray_pool
 from caixa.daemon.worker.pool import Draining, WorkerPool
-from caixa.daemon.worker.protocol import Batch, RemoteStepError, Reply, Task, WorkerConfig
+from caixa.daemon.worker.protocol import (
+    Batch,
+    Budget,
+    RemoteStepError,
+    Reply,
+    Task,
+    WorkerConfig,
+)
 from caixa.errors import is_no_room
 from caixa.pipelines.base import Resource
 
@@ -297,11 +303,12 @@ class Scheduler:
             return None
 
     def _threads(self) -> int | None:
-        """The threads for the accelerator step about to start: every core while no CPU step
-        runs or waits for a worker and no phase waits for a lane thread (and no count is set
-        for it); None: the worker's share. A claim, publish or settle on a thread of its own
-        is brief file work: a stream of model jobs keeps every core while each one's publish
-        runs beside the next one's step."""
+        """The threads for the accelerator step its worker takes now (once it is up: one that
+        starts first takes a second or more): every core while no CPU step runs or waits for
+        a worker and no phase waits for a lane thread (and no count is set for it); None: the
+        worker's share. A claim, publish or settle on a thread of its own is brief file work:
+        a stream of model jobs keeps every core while each one's publish runs beside the next
+        one's step."""
         if self.settings.accelerator_threads:
             return None
         with self._cond:
@@ -312,22 +319,18 @@ class Scheduler:
     def _runner_for(self, lane: Resource) -> Callable[..., Reply]:
         pool = self._pools[lane]
 
+        budget = self._threads if lane is Resource.accelerator else None
+
         def run(task: Task | Batch, limit: float | None = None) -> Reply:
-            if lane is Resource.accelerator:
-                threads = self._threads()
-                if isinstance(task, Batch):
-                    task = Batch(tuple(replace(t, threads=threads) for t in task.tasks))
-                else:
-                    task = replace(task, threads=threads)
             started = time.monotonic()
             if isinstance(task, Batch):
-                reply = pool.run(task, limit or self.settings.step_timeout)
+                reply = pool.run(task, limit or self.settings.step_timeout, budget)
                 seconds = (time.monotonic() - started) / len(task.tasks)
                 for t in task.tasks:
                     self._throughput.record(t.step, seconds)
             else:
                 with self._cpu_step(lane):
-                    reply = self._run_one(lane, task)
+                    reply = self._run_one(lane, task, budget)
                 self._throughput.record(task.step, time.monotonic() - started)
             if lane is Resource.accelerator and reply.loaded:
                 self._swaps += len(reply.loaded)
@@ -356,14 +359,14 @@ class Scheduler:
                 with self._cond:
                     self._cpu_steps -= 1
 
-    def _run_one(self, lane: Resource, task: Task) -> Reply:
+    def _run_one(self, lane: Resource, task: Task, budget: Budget | None) -> Reply:
         """A step on its lane's pool; a CPU step whose rule says `cluster: true` on an idle
         node of the cluster, when the accelerator lane has one."""
         timeout = task.timeout or self.settings.step_timeout
         pool, cluster = self._pools[lane], self._pools[Resource.accelerator]
         if lane is Resource.cpu and task.cluster and isinstance(cluster, ray_pool.RayPool):
             return cluster.run(task, timeout, here=pool)
-        return pool.run(task, timeout)
+        return pool.run(task, timeout, budget)
 
     def _done(self, job_id: str) -> None:
         with self._cond:

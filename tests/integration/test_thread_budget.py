@@ -2,18 +2,22 @@
 more tesseract processes at once than the machine has cores. Every tesseract the daemon starts
 goes through a wrapper on PATH that counts, under a lock, how many are running as it starts.
 And the accelerator's budget follows the load: a model step gets every core while no CPU step
-runs and its share while one does, and a stream of model jobs keeps every core while each one
-publishes, as each step's manifest records."""
+runs and its share while one does (asked once its worker has started), and a stream of model
+jobs keeps every core while each one publishes, as each step's manifest records."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from caixa.daemon.worker.pool import WorkerPool
+from caixa.daemon.worker.protocol import Task, WorkerConfig
+from caixa.pipelines.base import StepInput
 from tests.conftest import World
 from tests.documents import PORTUGUESE, scanned_pdf
 
@@ -137,3 +141,38 @@ def test_a_stream_of_model_jobs_keeps_every_core_while_each_one_publishes(
         )
     else:
         assert all(s["data"]["threads"]["prompt"] == cores for s in steps)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core has no share to give")
+def test_a_model_step_is_given_its_threads_once_its_worker_has_started(tmp_path: Path) -> None:
+    """The lane asks for the budget when the worker takes the step, not when it picks it: a
+    worker that starts first takes a second or more, in which the CPU lane may have gone idle
+    (the first step of a run used to keep the share it was given before its worker started)."""
+    cores = len(os.sched_getaffinity(0))
+    config = WorkerConfig(
+        lane="accelerator",
+        device="cpu",
+        threads=1,
+        pin=False,
+        model_memory=0,
+        log={"fmt": "json", "level": "warning"},
+        sys_path=list(sys.path),
+    )
+    pool = WorkerPool("accelerator", 1, config, keep_alive=60, on_change=lambda: None)
+    text = tmp_path / "note.txt"
+    text.write_text("The lane asks when the worker is ready.\n")
+    (tmp_path / "work").mkdir()
+    job = StepInput("j1", "speak", text, text.name, "text/plain", (), tmp_path / "work", tmp_path)
+    asked: list[bool] = []
+
+    def budget() -> int:
+        asked.append(pool.workers[0].pid is not None)  # its process is up
+        return cores
+
+    try:
+        reply = pool.run(Task("tts", {}, job, None), 300, budget)
+    finally:
+        pool.close()
+    assert asked == [True]
+    assert reply.threads == cores and reply.result is not None
+    assert reply.result.data["duration_seconds"] > 0.5

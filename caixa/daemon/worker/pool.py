@@ -26,6 +26,7 @@ from typing import Any
 from caixa import log
 from caixa.daemon.worker.protocol import (
     Batch,
+    Budget,
     Hello,
     Progress,
     RemoteStepError,
@@ -34,6 +35,7 @@ from caixa.daemon.worker.protocol import (
     Unload,
     WorkerConfig,
     thread_env,
+    with_threads,
 )
 from caixa.errors import StepError, TransientError
 
@@ -78,12 +80,14 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def run(self, task: Task | Batch, timeout: float) -> Reply:
-        """Run one step, or a batch of them (whose reply holds each one's outcome); raise
-        RemoteStepError, WorkerDiedError or StepTimeoutError when it does not end well."""
+    def run(self, task: Task | Batch, timeout: float, budget: Budget | None = None) -> Reply:
+        """Run one step, or a batch of them (whose reply holds each one's outcome), on the
+        threads `budget` gives once the worker is up; raise RemoteStepError, WorkerDiedError
+        or StepTimeoutError when it does not end well."""
         if self.proc is not None and self.proc.poll() is not None:
             logger.warning("worker died while idle", worker=self.name, code=self.kill())
         self._ensure()
+        task = with_threads(task, budget)
         # a batch shows as its first task, with the batch's limit (the lane's stall check)
         first = replace(task.tasks[0], timeout=timeout) if isinstance(task, Batch) else task
         self.busy, self.progress = (first, time.time()), None
@@ -205,10 +209,10 @@ class WorkerPool:
         self._draining = False
         self._keeper = threading.Thread(target=self._keep, name=f"caixa-{lane}-keep", daemon=True)
 
-    def run(self, task: Task | Batch, timeout: float) -> Reply:
+    def run(self, task: Task | Batch, timeout: float, budget: Budget | None = None) -> Reply:
         with self._lease() as worker:
             try:
-                return worker.run(task, timeout)
+                return worker.run(task, timeout, budget)
             finally:
                 self.on_change()
 

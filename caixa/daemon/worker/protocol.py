@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import errno
 import traceback
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from caixa import models
 from caixa.errors import StepError, is_no_room, is_transient
@@ -65,6 +66,25 @@ class Batch:
     step's `run_batch`: one model call for all of them."""
 
     tasks: tuple[Task, ...]
+
+
+# The lane's thread count for a step, asked when a worker takes it (Task.threads), not when
+# the lane picks it: a worker that starts first (a second or more) finds the CPU lanes as they
+# are then.
+Budget = Callable[[], int | None]
+
+
+Work = TypeVar("Work", Task, Batch)
+
+
+def with_threads(work: Work, budget: Budget | None) -> Work:
+    """The task, or each task of a batch, with the threads the budget gives it now."""
+    if budget is None:
+        return work
+    threads = budget()
+    if isinstance(work, Batch):
+        return Batch(tuple(replace(t, threads=threads) for t in work.tasks))
+    return replace(work, threads=threads)
 
 
 @dataclass(frozen=True)

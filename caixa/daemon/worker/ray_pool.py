@@ -41,12 +41,14 @@ from caixa.daemon.worker.pool import (
     work_view,
 )
 from caixa.daemon.worker.protocol import (
+    Budget,
     RemoteStepError,
     Reply,
     Task,
     WorkerConfig,
     describe,
     thread_env,
+    with_threads,
 )
 from caixa.errors import StepError
 from caixa.pipelines.base import Artifact
@@ -276,10 +278,11 @@ class RayWorker:
     def can(self, task: Task) -> bool:
         return not self.dead and task.step not in self.lacks and task.model not in self.lacks
 
-    def run(self, task: Task, timeout: float) -> Reply:
+    def run(self, task: Task, timeout: float, budget: Budget | None = None) -> Reply:
         import ray
 
         self._ensure()
+        task = with_threads(task, budget)
         parcel, local = pack(task)
         self.busy, self.progress = (task, time.time()), None
         self.on_change()
@@ -461,16 +464,22 @@ class RayPool(WorkerPool):
         with self._cond:
             return max(1, sum(1 for w in self.workers if not w.dead))
 
-    def run(self, task: Task, timeout: float, here: WorkerPool | None = None) -> Reply:
+    def run(
+        self,
+        task: Task,
+        timeout: float,
+        budget: Budget | None = None,
+        here: WorkerPool | None = None,
+    ) -> Reply:
         """The step on a node that can take it, waiting for one to be free; `here`: a CPU
         step its rule sends out (`cluster: true`), which takes a node only if one is idle now
         and otherwise runs on `here`, the CPU lane's pool, rather than wait."""
         while True:
             worker = self._lease_for(task, wait=here is None)
             if worker is None:
-                return (here or self.local).run(task, timeout)
+                return (here or self.local).run(task, timeout, budget)
             try:
-                return worker.run(task, timeout)
+                return worker.run(task, timeout, budget)
             except Lacking as exc:
                 self._lacks(worker, task, str(exc))
             except NotStartedError as exc:
