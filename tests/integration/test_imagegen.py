@@ -65,7 +65,7 @@ def test_prompt_files_become_images_that_the_same_file_makes_again(
     # The same file, a second job: the same image, bit for bit on as many threads (the count
     # follows the load); on another count torch sums in another order, a level here and there.
     threads = {
-        step_data(world, rule, "farol.prompt").get("threads") for rule in ("prompts", "again")
+        step_data(world, name, "farol.prompt").get("threads") for name in ("prompts", "again")
     }
     if len(threads) == 1:
         assert first.tobytes() == second.tobytes()

@@ -166,7 +166,7 @@ def test_a_model_step_is_given_its_threads_once_its_worker_has_started(tmp_path:
     asked: list[bool] = []
 
     def budget() -> int:
-        asked.append(pool.workers[0].pid is not None)  # its process is up
+        asked.append(pool.workers[0].hello is not None)  # its process is up and has said so
         return cores
 
     try:

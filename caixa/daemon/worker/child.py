@@ -139,7 +139,7 @@ class Worker:
         placed = self._place(step, params)
         evicted = models.make_room(first.model, self.budget)
         notes = [f"unloaded {', '.join(evicted)} to make room for {first.model}"] if evicted else []
-        threads = self._use_threads(self._budget(step, first))
+        threads = self._use_threads(self._budget(step, params, first))
         jobs = [replace(t.job, device=placed[0], threads=threads) for t in batch.tasks]
         with models.serving(first.model):
             outcomes = list(step().run_batch(jobs, params))  # type: ignore[attr-defined]
@@ -191,11 +191,12 @@ class Worker:
         gone = "cpu: the GPU ran out of memory twice (cpu_fallback: true)"
         return result, ("cpu", gone), [*notes, "ran on the CPU: the GPU ran out of memory twice"]
 
-    def _budget(self, step: type[Step], task: Task) -> int:
+    def _budget(self, step: type[Step], params: Any, task: Task) -> int:
         """The lane's count for this step (every core while no CPU step runs) when its
         model takes a new count per call; else the share, which a model fixes at load."""
         share = min(self.config.threads, len(self.cores))
-        if task.threads is None or not getattr(step, "threads_follow", False):
+        follows = getattr(step, "threads_follow", None)  # a step not built on BaseStep: no
+        if task.threads is None or follows is None or not follows(params):
             return share
         return min(max(share, task.threads), len(self.cores))  # a Ray node: all of its own
 
@@ -214,7 +215,7 @@ class Worker:
         return count
 
     def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
-        threads = self._use_threads(self._budget(step, task))
+        threads = self._use_threads(self._budget(step, params, task))
         teller = _Teller(self.send) if self.send else None
         job = replace(task.job, device=device, threads=threads, progress=teller or unheard)
         try:

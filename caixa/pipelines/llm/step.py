@@ -218,11 +218,14 @@ def _check_grammar(schema: dict[str, Any]) -> None:
 class LlmStep(BaseStep):
     name: ClassVar[str] = "llm"
     resource: ClassVar[Resource] = Resource.accelerator
-    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = LlmParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("llama_cpp", "jsonschema"), extra="llm"
     )
+
+    @classmethod
+    def threads_follow(cls, params: Any) -> bool:
+        return True  # llama.cpp: a count per call
 
     @classmethod
     def backend_of(cls, params: LlmParams) -> str | None:

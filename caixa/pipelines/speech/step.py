@@ -111,15 +111,18 @@ class Voice:
 class TtsStep(BaseStep):
     name: ClassVar[str] = "tts"
     resource: ClassVar[Resource] = Resource.accelerator
-    # onnxruntime fixes a session's threads, so each count in use holds its own session of the
-    # voice (tens of MB): one thread made Piper 0.6x its speed on two idle cores
-    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = TtsParams
     requires: ClassVar[Requirements] = Requirements(
         modules=(piper.MODULE, DETECTOR, "markdown_it"),
         executables=(espeak.ESPEAK.name,),
         extra="tts",
     )
+
+    @classmethod
+    def threads_follow(cls, params: Any) -> bool:
+        """onnxruntime fixes a session's threads, so each count in use holds its own session
+        of the voice (tens of MB): one thread made Piper 0.6x its speed on two idle cores."""
+        return True
 
     @classmethod
     def backend_of(cls, params: Any) -> str | None:

@@ -71,9 +71,6 @@ class TranslateParams(BaseModel):
 class TranslateStep(BaseStep):
     name: ClassVar[str] = "translate"
     resource: ClassVar[Resource] = Resource.accelerator
-    # Bergamot translates on a thread per core it is given, per call; argos's CTranslate2
-    # keeps the threads it loaded with (the worker's share)
-    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = TranslateParams
     requires: ClassVar[Requirements] = Requirements(
         modules=(DETECTOR, bergamot.MODULE), extra="translate"

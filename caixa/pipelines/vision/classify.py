@@ -37,11 +37,14 @@ class ClassifyParams(PhotoParams):
 class ClassifyStep(BaseStep):
     name: ClassVar[str] = "classify"
     resource: ClassVar[Resource] = Resource.accelerator
-    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = ClassifyParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("torch", efficientnet.MODULE, yolo.MODULE), extra="vision"
     )
+
+    @classmethod
+    def threads_follow(cls, params: Any) -> bool:
+        return True  # torch: a count per call
 
     @classmethod
     def backend_of(cls, params: Any) -> str | None:

@@ -48,11 +48,14 @@ class DetectParams(PhotoParams):
 class DetectStep(BaseStep):
     name: ClassVar[str] = "detect"
     resource: ClassVar[Resource] = Resource.accelerator
-    threads_follow: ClassVar[bool] = True
     Params: ClassVar[type[BaseModel]] = DetectParams
     requires: ClassVar[Requirements] = Requirements(
         modules=("torch", yolo.MODULE, "cv2"), extra="vision"
     )
+
+    @classmethod
+    def threads_follow(cls, params: Any) -> bool:
+        return True  # torch: a count per call
 
     @classmethod
     def backend_of(cls, params: Any) -> str | None:
