@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from caixa.daemon.worker.pool import WorkerPool
-from caixa.daemon.worker.protocol import Task, WorkerConfig
+from caixa.daemon.worker.protocol import Task
 from caixa.pipelines.base import StepInput
 from tests.conftest import World
 from tests.documents import PORTUGUESE, scanned_pdf
+from tests.workers import WORKER_CONFIG
 
 COUNTER = """#!/bin/bash
 # counts the tesseracts running at once: +1 as one starts, -1 as it ends, under a lock
@@ -149,16 +149,7 @@ def test_a_model_step_is_given_its_threads_once_its_worker_has_started(tmp_path:
     worker that starts first takes a second or more, in which the CPU lane may have gone idle
     (the first step of a run used to keep the share it was given before its worker started)."""
     cores = len(os.sched_getaffinity(0))
-    config = WorkerConfig(
-        lane="accelerator",
-        device="cpu",
-        threads=1,
-        pin=False,
-        model_memory=0,
-        log={"fmt": "json", "level": "warning"},
-        sys_path=list(sys.path),
-    )
-    pool = WorkerPool("accelerator", 1, config, keep_alive=60, on_change=lambda: None)
+    pool = WorkerPool("accelerator", 1, WORKER_CONFIG, keep_alive=60, on_change=lambda: None)
     text = tmp_path / "note.txt"
     text.write_text("The lane asks when the worker is ready.\n")
     (tmp_path / "work").mkdir()

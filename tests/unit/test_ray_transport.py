@@ -5,23 +5,13 @@ without the step says so instead of failing the job."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from caixa.daemon.worker.child import Worker
-from caixa.daemon.worker.protocol import Task, WorkerConfig
+from caixa.daemon.worker.protocol import Task
 from caixa.daemon.worker.ray_pool import NodeWorker, land, pack
 from caixa.pipelines.base import Artifact, StepInput
-
-CONFIG = WorkerConfig(
-    lane="accelerator",
-    device="cpu",
-    threads=1,
-    pin=False,
-    model_memory=0,
-    log={"fmt": "json", "level": "warning"},
-    sys_path=list(sys.path),
-)
+from tests.workers import WORKER_CONFIG
 
 
 def task(root: Path, step: str, params: dict[str, object] | None = None) -> Task:
@@ -48,11 +38,11 @@ def task(root: Path, step: str, params: dict[str, object] | None = None) -> Task
 
 def test_a_step_run_on_a_node_lands_the_same_files_as_a_local_run(tmp_path: Path) -> None:
     here = task(tmp_path / "here", "copy")
-    local = Worker(CONFIG).handle(task(tmp_path / "local", "copy"))
+    local = Worker(WORKER_CONFIG).handle(task(tmp_path / "local", "copy"))
     assert local.result is not None
 
     parcel, places = pack(here)
-    back = NodeWorker(CONFIG).run(parcel)  # writes only under its own temporary folder
+    back = NodeWorker(WORKER_CONFIG).run(parcel)  # writes only under its own temporary folder
     assert back.lacking is None
     reply = land(back, here, places)
 
@@ -67,7 +57,7 @@ def test_a_step_run_on_a_node_lands_the_same_files_as_a_local_run(tmp_path: Path
 def test_a_node_without_the_step_says_so_and_runs_nothing(tmp_path: Path) -> None:
     here = task(tmp_path, "needs_missing")
     parcel, _ = pack(here)
-    back = NodeWorker(CONFIG).run(parcel)
+    back = NodeWorker(WORKER_CONFIG).run(parcel)
     assert back.lacking is not None
     assert "caixa_no_such_module" in back.lacking and "caixa[vision]" in back.lacking
     assert back.files == {}
