@@ -318,7 +318,6 @@ class Scheduler:
 
     def _runner_for(self, lane: Resource) -> Callable[..., Reply]:
         pool = self._pools[lane]
-
         budget = self._threads if lane is Resource.accelerator else None
 
         def run(task: Task | Batch, limit: float | None = None) -> Reply:

@@ -52,7 +52,7 @@ class Task:
     cpu_fallback: bool = False  # the rule allows the CPU when the GPU runs out of memory
     cluster: bool = False  # the rule sends its CPU steps to an idle Ray node when there is one
     # the threads the lane gives this step, asked when its worker takes it (`with_threads`):
-    # every core while the CPU lanes are idle; None: the worker's share (WorkerConfig.threads)
+    # every core while no CPU step runs or waits; None: the worker's share (WorkerConfig.threads)
     threads: int | None = None
 
     @property
