@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from caixa.pipelines.common.language import detect
@@ -47,3 +53,61 @@ def test_ocr_damage_does_not_change_the_language() -> None:
     noisy = "Declar0, para os devid0s fins, que osenhor Joao da Silva trabalha nesta instituíção"
     found = detect(noisy)
     assert found.language == "pt" and found.confidence > 0.9
+
+
+# A fresh process detects each text with the home given (or not), printing what it found and
+# which model files it opened (an audit hook sees every open).
+DETECT_IN_A_PROCESS = """
+import json, sys
+from pathlib import Path
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+from caixa.pipelines.common.language import detect
+home = Path(sys.argv[1]) if sys.argv[1] else None
+found = [detect(text, home=home) for text in json.loads(sys.argv[2])]
+print(json.dumps({
+    "found": [[f.language, f.confidence] for f in found],
+    "opened": sorted({p for p in opened if "py3langid" in p and p.endswith((".xz", ".npz"))}),
+}))
+"""
+TEXTS = [*SHORT["pt"], *SHORT["en"], "El pago debe realizarse antes del día diez de cada mes."]
+
+
+def detect_in_a_process(home: Path | None) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", DETECT_IN_A_PROCESS, str(home or ""), json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_a_home_keeps_the_detector_unpacked_and_the_next_process_reads_that(
+    tmp_path: Path,
+) -> None:
+    packaged = detect_in_a_process(None)
+    assert [f[0] for f in packaged["found"]] == ["pt"] * 5 + ["en"] * 5 + ["es"]
+    assert [Path(p).name for p in packaged["opened"]] == ["model.npz.xz"]
+
+    first = detect_in_a_process(tmp_path)  # unpacks the model into the home, then reads that
+    (copy,) = (tmp_path / "models").glob("py3langid-*.npz")
+    assert copy.stat().st_mode & 0o777 == 0o644  # a `caixa search` by another user reads it
+    again = detect_in_a_process(tmp_path)
+    assert again["opened"] == [str(copy)], "the packaged LZMA file is not unpacked again"
+    assert first["found"] == again["found"] == packaged["found"]
+
+
+def test_a_copy_cut_short_is_not_used_and_is_made_again(tmp_path: Path) -> None:
+    packaged = detect_in_a_process(None)
+    detect_in_a_process(tmp_path)
+    (copy,) = (tmp_path / "models").glob("py3langid-*.npz")
+    whole = copy.stat().st_size
+    with copy.open("r+b") as f:  # as a crash in the middle of writing it would leave it
+        f.truncate(whole // 2)
+
+    damaged = detect_in_a_process(tmp_path)
+    assert damaged["found"] == packaged["found"]
+    assert not copy.exists(), "removed, so the next process makes it again"
+    detect_in_a_process(tmp_path)
+    assert copy.stat().st_size == whole

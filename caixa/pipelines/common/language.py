@@ -12,17 +12,29 @@ checked against English and Portuguese only was right 80 times out of 80.
 
 from __future__ import annotations
 
+import contextlib
+import lzma
+import os
 import re
+import shutil
+import tempfile
+import zipfile
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caixa import models
+from caixa.home import Home
 
 if TYPE_CHECKING:
+    import numpy as np
     from py3langid.langid import LanguageIdentifier
 
 MODULE = "py3langid"  # the detector: a step that detects requires it, and names it as a model
+PROBABILITIES = {"norm_probs": True}  # a softmax over the candidates, not raw log scores
 
 # The languages caixa translates out of the box and the common ones a user's argos models add:
 # enough to tell Spanish from Portuguese, few enough that a short line is not read as Catalan.
@@ -35,9 +47,10 @@ class Detection:
     confidence: float  # probability among the candidates, 0..1
 
 
-def detect(text: str, candidates: Iterable[str] = COMMON) -> Detection:
-    """The most likely of `candidates` (codes py3langid does not know are ignored)."""
-    identifier = _identifier()
+def detect(text: str, candidates: Iterable[str] = COMMON, home: Path | None = None) -> Detection:
+    """The most likely of `candidates` (codes py3langid does not know are ignored). With
+    caixa's `home`, the detector loads from tables kept unpacked there (see `_unpacked`)."""
+    identifier = _identifier(home)
     allowed = set(candidates) & set(identifier.nb_classes)
     if not allowed:
         raise ValueError(f"no known language among {sorted(set(candidates))}")
@@ -67,11 +80,68 @@ def code(value: str, auto: bool = False) -> str:
     return found
 
 
-def _identifier() -> LanguageIdentifier:
+def _identifier(home: Path | None) -> LanguageIdentifier:
     def load() -> LanguageIdentifier:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
-        # Probabilities (softmax over the candidates) instead of raw log scores.
-        return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        packed = MODEL_DIR / MODEL_FILE
+        found = _from_unpacked(packed, Home(home).models) if home is not None else None
+        return found or LanguageIdentifier.from_model_file(packed, **PROBABILITIES)
 
     return models.load(MODULE, load)
+
+
+def _from_unpacked(packed: Path, folder: Path) -> LanguageIdentifier | None:
+    """The detector as py3langid's own loader makes it, from an uncompressed copy of its model
+    kept under `folder` (made the first time): 0.05 s, where unpacking the packaged LZMA file
+    takes 0.45 s in every process that detects (each worker, each `caixa search`). None when
+    the copy cannot be made or read (a home this user may not write, a copy cut short by a
+    crash, which is removed so that the next process makes it again)."""
+    import numpy as np
+    from py3langid.langid import LanguageIdentifier
+
+    copy = folder / f"py3langid-{metadata.version(MODULE)}-{packed.stat().st_size}.npz"
+    if not copy.exists() and not _unpack(packed, copy):
+        return None
+    try:
+        with np.load(copy, allow_pickle=False) as data:
+            return LanguageIdentifier(
+                data["ptc"],
+                data["pc"],
+                data["classes"].tolist(),
+                _ints(data["nextmove"]),
+                data["out_feat"].tolist(),
+                tk_row=_ints(data["nextmove_row"]),
+                **PROBABILITIES,
+            )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        with contextlib.suppress(OSError):
+            copy.unlink()
+        return None
+
+
+def _ints(values: np.ndarray) -> array:
+    """A numpy array of unsigned ints as the stdlib array py3langid's state machine walks."""
+    out = array({2: "H", 4: "I", 8: "L"}[values.dtype.itemsize])
+    out.frombytes(memoryview(values).cast("B"))  # one copy, where tobytes() makes two
+    return out
+
+
+def _unpack(packed: Path, copy: Path) -> bool:
+    """Write the model's uncompressed copy, whole or not at all (renamed into place)."""
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=f".{copy.name}.", dir=copy.parent)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as out, lzma.open(packed) as src:
+            shutil.copyfileobj(src, out, length=1 << 20)
+            os.fchmod(out.fileno(), 0o644)  # a `caixa search` run by another user reads it too
+        os.replace(scratch, copy)
+        return True
+    except (OSError, lzma.LZMAError):
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)

@@ -197,7 +197,7 @@ def query_forms(query: str, home: Path) -> tuple[list[str], str | None]:
     from caixa.pipelines.translate.step import translate_text
 
     try:
-        found = detect(query, LANGUAGES)
+        found = detect(query, LANGUAGES, home)
         sources = [found.language] if found.confidence >= SURE else list(LANGUAGES)
         pairs = [(a, b) for a in sources for b in LANGUAGES if a != b]
         done = [translate_text(query, a, b, home=home) for a, b in pairs]

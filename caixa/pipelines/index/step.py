@@ -46,6 +46,8 @@ from caixa.pipelines.index.store import Chunk, Document, EmbedderInfo, Store, in
 from caixa.pipelines.transcribe.writers import paragraph_starts
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
 # `<stem>.<lang>.txt`: how the translate step names a translation (`scan.en.txt`).
@@ -229,11 +231,12 @@ def job_texts(job: StepInput, which: Literal["all", "latest"]) -> list[Text]:
     if found:
         starts = _paragraph_starts(job)
         return [
-            _timed(_text(a.name, a.path.read_text(encoding="utf-8"), told), starts) for a in found
+            _timed(_text(a.name, a.path.read_text(encoding="utf-8"), told, job.home), starts)
+            for a in found
         ]
     if is_text(job.media_type):
         body, _, _ = decode(job.source.read_bytes(), "auto", job.media_type)
-        return [_text(job.source_name, body, told)]
+        return [_text(job.source_name, body, told, job.home)]
     raise InputError(
         f"nothing to index: {job.source_name} is {job.media_type} and no step before `index`"
         " made text from it (put `ocr` or `text` before `index` in the rule)"
@@ -254,7 +257,7 @@ def _timed(text: Text, starts: list[float] | None) -> Text:
     return replace(text, starts=starts)
 
 
-def _text(name: str, body: str, told: str | None = None) -> Text:
+def _text(name: str, body: str, told: str | None, home: Path) -> Text:
     """A text and its language: the translate step's name says it (`<stem>.<lang>.txt`),
     else the step that made it (`told`), else it is detected (None for a text with no words)."""
     suffix = LANGUAGE_SUFFIX.search(name)
@@ -263,7 +266,8 @@ def _text(name: str, body: str, told: str | None = None) -> Text:
     if told:
         return Text(name, body, told)
     sample = body[:DETECT_CHARS]
-    return Text(name, body, detect(sample).language if any(c.isalpha() for c in sample) else None)
+    found = detect(sample, home=home).language if any(c.isalpha() for c in sample) else None
+    return Text(name, body, found)
 
 
 def chunk_text(text: str, size: int, overlap: int) -> Iterator[tuple[int, str]]:

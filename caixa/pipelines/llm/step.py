@@ -388,7 +388,7 @@ def _json_answer(done: Generation, what: str) -> Any:
 
 def summarize(run: Run, text: str, job: StepInput) -> Output:
     """Summaries of parts that fit the context, then of those summaries, until one is left."""
-    code = run.params.language or detect(text[:DETECT_CHARS]).language
+    code = run.params.language or detect(text[:DETECT_CHARS], home=job.home).language
     language, extra = language_name(code), run.params.system
     answer = min(run.max_tokens, (run.model.context - MIN_DOCUMENT) // 3)
     rounds, first = 0, 0  # first: the parts the document itself was read in

@@ -145,7 +145,7 @@ class TtsStep(BaseStep):
         facts: dict[str, Any] = {}
         used = []
         if params.language == "auto":
-            found = detect(text[:DETECT_CHARS], set(COMMON) | set(params.voices))
+            found = detect(text[:DETECT_CHARS], set(COMMON) | set(params.voices), job.home)
             language = found.language
             facts.update(language=language, language_confidence=found.confidence)
             used.append(DETECTOR)

@@ -106,7 +106,7 @@ class TranslateStep(BaseStep):
             source = told
             facts.update(source_language=source, source_language_from="step")
         else:
-            found = detect(text, _candidates(job.home))
+            found = detect(text, _candidates(job.home), job.home)
             source = found.language
             facts.update(source_language=source, confidence=found.confidence)
             models.append(DETECTOR)
@@ -143,7 +143,7 @@ def translate_text(
     if not _has_words(text):
         return text
     if source == "auto":
-        source = detect(text, _candidates(home)).language
+        source = detect(text, _candidates(home), home).language
     if source == target:
         return text
     return _translate(text, _plan(engine, source, target, home, [], threads))[0]
