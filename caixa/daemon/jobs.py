@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from structlog.contextvars import bound_contextvars
 
@@ -38,6 +38,17 @@ logger = log.get("caixa.job")
 
 # Runs one step in a worker process of the lane that took it; raises when the step fails.
 RunStep = Callable[[Task], Reply]
+
+
+class Next(NamedTuple):
+    """Where a job goes after a phase: the lane of its next phase, and whether that phase runs
+    a step there (else it is file work: a claim's check, a publish, a settle)."""
+
+    lane: Resource
+    step: bool = True
+
+
+FILES = Next(Resource.cpu, step=False)  # a publish or a settle comes next
 
 
 @dataclass(frozen=True)
@@ -68,15 +79,19 @@ class JobRunner:
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
 
-    def lane_of(self, job: Job) -> Resource:
-        """The resource the job's next phase needs; only steps may need the accelerator."""
+    def next_of(self, job: Job) -> Next:
+        """Where the job's next phase runs; only steps may need the accelerator. A claim's
+        check counts as its first step when that one runs on the CPU right after it."""
         if job.state in (State.queued, State.running):
-            return self._step_lane(job, job.step)
-        return Resource.cpu
+            return self._next(job, job.step)
+        if job.state is State.claiming:
+            return Next(Resource.cpu, step=self._next(job, 0) == Next(Resource.cpu))
+        return FILES
+
+    def _next(self, job: Job, idx: int) -> Next:
+        return Next(self._step_lane(job, idx)) if idx < len(job.steps) else FILES
 
     def _step_lane(self, job: Job, idx: int) -> Resource:
-        if idx >= len(job.steps):
-            return Resource.cpu  # publishing comes next
         spec = job.steps[idx]
         if "resource" in spec:  # decided when the rules were loaded
             return Resource(spec["resource"])
@@ -94,9 +109,9 @@ class JobRunner:
             batch = f"{spec['name']} {json.dumps(spec['params'], sort_keys=True)}"
         return Waiting(job.id, spec.get("model"), spec.get("priority", 0), batch)
 
-    def advance(self, job_id: str, run: RunStep) -> Resource | None:
-        """Run the job's next phase (a step through `run`); return the lane of the phase after
-        it, or None when the job is finished or waits (a retry delay)."""
+    def advance(self, job_id: str, run: RunStep) -> Next | None:
+        """Run the job's next phase (a step through `run`); return where the phase after it
+        runs, or None when the job is finished or waits (a retry delay)."""
         job = self.journal.get(job_id)
         with bound_contextvars(job=job.id, rule=job.rule):
             match job.state:
@@ -112,7 +127,7 @@ class JobRunner:
 
     # --- phases ---------------------------------------------------------------------------
 
-    def _admit(self, job: Job) -> Resource | None:
+    def _admit(self, job: Job) -> Next | None:
         source = self.work.source(job.id, job.name)
         if not job.final_path and not source.exists():
             # the claim's rename failed, and so did forgetting it (no room): the file is still
@@ -133,15 +148,15 @@ class JobRunner:
                 sha = hashlib.file_digest(f, "sha256").hexdigest()
         except (OSError, StepError) as exc:
             self._fail(job, "claim", exc)
-            return Resource.cpu
+            return FILES
         twin = self.journal.admit(job.id, sha256=sha, size=size, media_type=media_type)
         if twin:
             logger.info("duplicate", duplicate_of=twin, sha256=sha)
-            return Resource.cpu
+            return FILES
         logger.info("queued", size=size, media_type=media_type, steps=len(job.steps))
-        return self._step_lane(job, 0)
+        return self._next(job, 0)
 
-    def _run_step(self, job: Job, run: RunStep) -> Resource | None:
+    def _run_step(self, job: Job, run: RunStep) -> Next | None:
         idx, spec = job.step, job.steps[job.step]
         name = spec["name"]
         with bound_contextvars(step=name):
@@ -203,9 +218,9 @@ class JobRunner:
                 **({"threads": done.threads} if done.threads else {}),
                 **({"notes": done.notes} if done.notes else {}),
             )
-        return self._step_lane(job, idx + 1)
+        return self._next(job, idx + 1)
 
-    def _step_failed(self, job: Job, name: str, exc: Exception) -> Resource | None:
+    def _step_failed(self, job: Job, name: str, exc: Exception) -> Next | None:
         if Failure.of(exc).transient and job.attempts + 1 < self.max_attempts:
             delay = self.retry_backoff * 2**job.attempts
             self.journal.retry_later(job.id, job.attempts + 1, self._error(job, name, exc), delay)
@@ -214,9 +229,9 @@ class JobRunner:
             )
             return None
         self._fail(job, name, exc)
-        return Resource.cpu
+        return FILES
 
-    def _publish(self, job: Job) -> Resource | None:
+    def _publish(self, job: Job) -> Next | None:
         root = self.places.outputs
         runs = self.journal.step_runs(job.id)
         fields = outputs.template_fields(
@@ -234,11 +249,11 @@ class JobRunner:
                 self.journal.retry_later(job.id, job.attempts + 1, error, self.retry_backoff)
                 return None
             self._fail(job, "publish", exc)
-            return Resource.cpu
+            return FILES
         logger.info("published", folder=folder, outputs=names)
         self._place_in_index(job, folder)
         self.journal.settle(job.id, State.done, final_path=self._destination(job, State.done))
-        return Resource.cpu
+        return FILES
 
     def _place_in_index(self, job: Job, folder: str) -> None:
         """Tell the search index where an indexed job's outputs went, so hits say where they

@@ -33,7 +33,7 @@ from typing import Any
 from caixa import log
 from caixa.config.settings import Settings
 from caixa.daemon.health import ThreadDeaths
-from caixa.daemon.jobs import JobRunner
+from caixa.daemon.jobs import JobRunner, Next
 from caixa.daemon.lanestate import StateFile, Throughput
 from caixa.daemon.policy import ReadySet, Waiting
 from caixa.daemon.space import Room
@@ -81,15 +81,15 @@ class Scheduler:
         self._ready = ReadySet(settings.swap_bound)
         # the models of the steps the accelerator lanes run now (several lanes: a cluster)
         self._serving: Counter[str] = Counter()
-        self._cpu_waiting = 0  # CPU phases queued for a lane thread, and running on one
-        self._cpu_running = 0
-        self._cpu_steps = 0  # CPU steps in a worker or waiting for one
+        self._cpu_waiting = 0  # CPU phases queued for a lane thread
+        self._cpu_steps = 0  # CPU steps in a worker or waiting for one, or queued for a thread
         self._swaps = 0
         self._stopping = False
         self._throughput = Throughput()
         self._state = StateFile(settings.home, self._snapshot)
-        self._cpu_threads = settings.cpu_workers * PHASES_PER_WORKER
-        self._cpu = ThreadPoolExecutor(self._cpu_threads, thread_name_prefix="caixa-cpu")
+        self._cpu = ThreadPoolExecutor(
+            settings.cpu_workers * PHASES_PER_WORKER, thread_name_prefix="caixa-cpu"
+        )
         # one thread per step the accelerator lane may run at once: one per Ray node, else one
         self._lanes: list[threading.Thread] = []
         self._pools = {
@@ -159,18 +159,18 @@ class Scheduler:
                 return
             self._active.add(job_id)
         try:
-            lane = self.runner.lane_of(self.runner.journal.get(job_id))
+            following = self.runner.next_of(self.runner.journal.get(job_id))
         except Exception:  # the next journal poll takes the job again
             logger.exception("cannot queue job", job=job_id)
             self._done(job_id)
             return
-        self._route(job_id, lane)
+        self._route(job_id, following)
 
-    def _route(self, job_id: str, lane: Resource | None) -> None:
+    def _route(self, job_id: str, following: Next | None) -> None:
         """Hand the job's next phase to its lane; None: the job is finished or waits."""
-        if lane is None or self._stopping:
+        if following is None or self._stopping:
             self._done(job_id)
-        elif lane is Resource.accelerator:
+        elif following.lane is Resource.accelerator:
             try:
                 waiting = self.runner.waiting(job_id)
             except Exception:  # as in _advance: the next journal poll takes the job again
@@ -185,26 +185,26 @@ class Scheduler:
         else:
             with self._cond:
                 self._cpu_waiting += 1
+                self._cpu_steps += following.step
             try:
-                self._cpu.submit(self._work, job_id)
+                self._cpu.submit(self._work, job_id, following.step)
             except RuntimeError:  # the lane shut down while stopping; the job resumes next start
+                with self._cond:
+                    self._cpu_waiting -= 1
+                    self._cpu_steps -= following.step
                 self._done(job_id)
 
-    def _work(self, job_id: str) -> None:
+    def _work(self, job_id: str, step: bool) -> None:
         """Run the job's phases while they stay on the CPU lane, then hand it on. The pool
         keeps what a task raises to itself, so whatever escapes is recorded here: the job is
         let go (the next journal poll takes it again) and the watchdog stops."""
         with self._cond:
             self._cpu_waiting -= 1
-            self._cpu_running += 1
+            self._cpu_steps -= step  # counted from here on while it runs (_cpu_step)
         try:
-            try:
+            following = self._advance(job_id, Resource.cpu)
+            while following and following.lane is Resource.cpu and not self._stopping:
                 following = self._advance(job_id, Resource.cpu)
-                while following is Resource.cpu and not self._stopping:
-                    following = self._advance(job_id, Resource.cpu)
-            finally:  # before routing: its own step on the accelerator finds the lane idle
-                with self._cond:
-                    self._cpu_running -= 1
             self._route(job_id, following)
         except Exception as exc:
             self.deaths.record(threading.current_thread().name, exc)
@@ -249,7 +249,7 @@ class Scheduler:
         """Advance jobs whose next steps run as one batch, then route each."""
         gather = _Gather(job_ids, self._run_batch)
 
-        def advance(job_id: str) -> Resource | None:
+        def advance(job_id: str) -> Next | None:
             try:
                 return self._advance(job_id, Resource.accelerator, gather.run)
             finally:
@@ -257,8 +257,8 @@ class Scheduler:
 
         with ThreadPoolExecutor(len(job_ids), thread_name_prefix="caixa-batch") as threads:
             following = list(threads.map(advance, job_ids))
-        for job_id, lane in zip(job_ids, following, strict=True):
-            self._route(job_id, lane)
+        for job_id, after in zip(job_ids, following, strict=True):
+            self._route(job_id, after)
 
     def _run_batch(self, tasks: list[Task]) -> dict[str, Reply | Exception]:
         """Each task's reply, from one Batch; when the batch itself fails (its worker died or
@@ -282,7 +282,7 @@ class Scheduler:
 
     def _advance(
         self, job_id: str, lane: Resource, run: Callable[[Task], Reply] | None = None
-    ) -> Resource | None:
+    ) -> Next | None:
         """Run the job's next phase, unless the daemon waits for room to write. A phase that
         finds no room (a full disk, a read-only remount: in a step, a publish, or the journal's
         own commit) pauses the daemon and leaves the job as the journal last recorded it; the
@@ -304,16 +304,15 @@ class Scheduler:
 
     def _threads(self) -> int | None:
         """The threads for the accelerator step its worker takes now (once it is up: one that
-        starts first takes a second or more): every core while no CPU step runs or waits for
-        a worker and no phase waits for a lane thread (and no count is set for it); None: the
-        worker's share. A claim, publish or settle on a thread of its own is brief file work:
-        a stream of model jobs keeps every core while each one's publish runs beside the next
-        one's step."""
+        starts first takes a second or more): every core while no CPU step runs, waits for a
+        worker or is queued for a lane thread (and no count is set for it); None: the worker's
+        share. A claim's check, a publish or a settle is brief file work, running or queued: a
+        stream of model jobs keeps every core while each one's publish runs beside the next
+        one's step, and a batch's publishes do not halve the next batch."""
         if self.settings.accelerator_threads:
             return None
         with self._cond:
-            queued = self._cpu_running + self._cpu_waiting > self._cpu_threads
-            idle = not self._cpu_steps and not queued
+            idle = not self._cpu_steps
         return len(os.sched_getaffinity(0)) if idle else None
 
     def _runner_for(self, lane: Resource) -> Callable[..., Reply]:

@@ -144,6 +144,28 @@ def test_a_stream_of_model_jobs_keeps_every_core_while_each_one_publishes(
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core has no share to give")
+def test_batches_of_model_steps_keep_every_core_while_the_batch_before_publishes(
+    world: World,
+) -> None:
+    """A batch's jobs all publish at once, more than the lane has threads: queued file work,
+    not CPU steps to come, so the next batch keeps every core (it was given the share, and
+    e5 built a second ONNX session for it)."""
+    cores = len(os.sched_getaffinity(0))
+    world.write_rules("rules:\n  - name: notes\n    inbox: notes\n    steps: [index]\n")
+    notes = world.inbox("notes")
+    for n in range(20):
+        (notes / f"{n:02}.txt").write_text(f"{PORTUGUESE[n % len(PORTUGUESE)]} ({n})\n")
+
+    world.run_once(timeout=600)
+
+    assert world.states() == {"done": 20}
+    steps = [m["steps"][0] for m in world.manifests()]
+    assert max(s.get("batch", 1) for s in steps) > 1, "the index steps ran in batches"
+    assert [s["threads"] for s in steps] == [cores] * 20
+    assert all(s["data"]["chunks"] >= 1 for s in steps)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core has no share to give")
 def test_a_model_step_is_given_its_threads_once_its_worker_has_started(tmp_path: Path) -> None:
     """The lane asks for the budget when the worker takes the step, not when it picks it: a
     worker that starts first takes a second or more, in which the CPU lane may have gone idle
