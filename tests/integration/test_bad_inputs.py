@@ -106,6 +106,9 @@ def check_unreadable(world: World) -> None:
             os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
         prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     world.start(prefix)
+    # Read its journal only once the daemon has made it: this process is root, and a read
+    # that meets the journal half made has left it unwritable for the daemon (seen once).
+    world.wait_log("ready")
     world.wait_for(lambda: world.finished() >= 1, message="the locked file")
     error = error_of(world, "locked.txt")
     assert "permission denied" in error["message"]
