@@ -40,12 +40,16 @@ def speak(
     target: Path, paragraphs: list[str] = PARAGRAPHS, pause: float = PAUSE
 ) -> list[tuple[float, float]]:
     """A mono 16-bit WAV of the paragraphs, a pause after each; when each is said (seconds)."""
-    from piper import PiperVoice
+    from piper import PiperVoice, SynthesisConfig
 
     from caixa import models
 
     path = models.locate(VOICE)
     voice = PiperVoice.load(path, config_path=f"{path}.json")
+    # Piper adds random noise to each phoneme's length and to the sound: the same text said
+    # twice differs, and so, now and then, did where Whisper cut its segments. Without it, a
+    # clip is the same every run.
+    steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     rate = voice.config.sample_rate
     frames = 0
     said = []
@@ -55,7 +59,7 @@ def speak(
         out.setframerate(rate)
         for paragraph in paragraphs:
             start = frames / rate
-            for chunk in voice.synthesize(paragraph):
+            for chunk in voice.synthesize(paragraph, steady):
                 out.writeframes(chunk.audio_int16_bytes)
                 frames += len(chunk.audio_int16_bytes) // 2
             said.append((start, frames / rate))
