@@ -12,10 +12,11 @@ point where it hands its task over, and the tasks then go to the worker as one B
 
 With no GPU the accelerator worker keeps to its share of the cores, so CPU steps still move
 while a model works. The share holds only while there is CPU work: a step the accelerator lane
-starts while no CPU step runs or waits gets every core (`_threads`); the next one after CPU
-work arrives gets the share again (a running step keeps its count). Claims, publishes and
-settles do not count unless they queue for a thread: they are brief file work, and a stream of
-model jobs would otherwise lose half the cores to each one's own publish.
+starts while no CPU step runs, waits for a worker or is queued for a thread gets every core
+(`_threads`); the next one after CPU work arrives gets the share again (a running step keeps
+its count). Claims, publishes and settles do not count, running or queued: they are brief file
+work, and a stream of model jobs would otherwise lose half the cores to each one's own publish
+(a batch's jobs publish all at once).
 """
 
 from __future__ import annotations
@@ -200,9 +201,12 @@ class Scheduler:
         let go (the next journal poll takes it again) and the watchdog stops."""
         with self._cond:
             self._cpu_waiting -= 1
-            self._cpu_steps -= step  # counted from here on while it runs (_cpu_step)
         try:
-            following = self._advance(job_id, Resource.cpu)
+            try:  # a claim's check, then its CPU step: counted until that runs (_cpu_step)
+                following = self._advance(job_id, Resource.cpu)
+            finally:
+                with self._cond:
+                    self._cpu_steps -= step
             while following and following.lane is Resource.cpu and not self._stopping:
                 following = self._advance(job_id, Resource.cpu)
             self._route(job_id, following)

@@ -49,7 +49,7 @@ class Detection:
 
 def detect(text: str, candidates: Iterable[str] = COMMON, home: Path | None = None) -> Detection:
     """The most likely of `candidates` (codes py3langid does not know are ignored). With
-    caixa's `home`, the detector loads from tables kept unpacked there (see `_unpacked`)."""
+    caixa's `home`, the detector loads from tables kept unpacked there (`_from_unpacked`)."""
     identifier = _identifier(home)
     allowed = set(candidates) & set(identifier.nb_classes)
     if not allowed:
@@ -93,17 +93,17 @@ def _identifier(home: Path | None) -> LanguageIdentifier:
 
 def _from_unpacked(packed: Path, folder: Path) -> LanguageIdentifier | None:
     """The detector as py3langid's own loader makes it, from an uncompressed copy of its model
-    kept under `folder` (made the first time): 0.05 s, where unpacking the packaged LZMA file
-    takes 0.45 s in every process that detects (each worker, each `caixa search`). None when
-    the copy cannot be made or read (a home this user may not write, a copy cut short by a
+    kept under `folder` (made the first time): 0.08 s, where unpacking the packaged LZMA file
+    takes 0.4 s in every process that detects (each worker, each `caixa search`). None when
+    the copy cannot be made or read (a home this user may not write; a copy cut short by a
     crash, which is removed so that the next process makes it again)."""
     import numpy as np
     from py3langid.langid import LanguageIdentifier
 
-    copy = folder / f"py3langid-{metadata.version(MODULE)}-{packed.stat().st_size}.npz"
-    if not copy.exists() and not _unpack(packed, copy):
-        return None
     try:
+        copy = folder / f"py3langid-{metadata.version(MODULE)}-{packed.stat().st_size}.npz"
+        if not copy.exists() and not _unpack(packed, copy):
+            return None
         with np.load(copy, allow_pickle=False) as data:
             return LanguageIdentifier(
                 data["ptc"],
@@ -114,16 +114,20 @@ def _from_unpacked(packed: Path, folder: Path) -> LanguageIdentifier | None:
                 tk_row=_ints(data["nextmove_row"]),
                 **PROBABILITIES,
             )
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):  # not what we wrote
         with contextlib.suppress(OSError):
             copy.unlink()
+        return None
+    except (OSError, metadata.PackageNotFoundError):  # unreadable here: the package's file
         return None
 
 
 def _ints(values: np.ndarray) -> array:
     """A numpy array of unsigned ints as the stdlib array py3langid's state machine walks."""
+    import numpy as np
+
     out = array({2: "H", 4: "I", 8: "L"}[values.dtype.itemsize])
-    out.frombytes(memoryview(values).cast("B"))  # one copy, where tobytes() makes two
+    out.frombytes(memoryview(np.ascontiguousarray(values)).cast("B"))  # one copy, not two
     return out
 
 
