@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import py3langid
 import pytest
 
 from caixa.pipelines.common.language import detect
@@ -70,6 +74,7 @@ print(json.dumps({
     "opened": sorted({p for p in opened if "py3langid" in p and p.endswith((".xz", ".npz"))}),
 }))
 """
+PACKED = Path(py3langid.__file__).parent / "data" / "model.npz.xz"
 TEXTS = [*SHORT["pt"], *SHORT["en"], "El pago debe realizarse antes del día diez de cada mes."]
 
 
@@ -111,3 +116,22 @@ def test_a_copy_cut_short_is_not_used_and_is_made_again(tmp_path: Path) -> None:
     assert not copy.exists(), "removed, so the next process makes it again"
     detect_in_a_process(tmp_path)
     assert copy.stat().st_size == whole
+
+
+def test_what_an_earlier_unpacking_left_is_removed(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    other = models / "py3langid-0.3.0-4000000.npz"  # a copy for the py3langid of before
+    other.write_bytes(b"old tables")
+    crashed = models / ".py3langid-0.4.0-4586720.npz.k2j4x8"  # a crash left it half written
+    crashed.write_bytes(b"half")
+    os.utime(crashed, (time.time() - 3600, time.time() - 3600))
+    writing = models / ".py3langid-0.4.0-4586720.npz.q8w1z3"  # another process writes it now
+    writing.write_bytes(b"being written")
+
+    found = detect_in_a_process(tmp_path)
+
+    assert found["found"] == detect_in_a_process(None)["found"]
+    assert sorted(p.name for p in models.iterdir()) == sorted(
+        [f"py3langid-{metadata.version('py3langid')}-{PACKED.stat().st_size}.npz", writing.name]
+    )

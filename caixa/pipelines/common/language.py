@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from array import array
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 MODULE = "py3langid"  # the detector: a step that detects requires it, and names it as a model
 PROBABILITIES = {"norm_probs": True}  # a softmax over the candidates, not raw log scores
+STALE_SCRATCH = 600  # seconds: an unpacking takes under one
 
 # The languages caixa translates out of the box and the common ones a user's argos models add:
 # enough to tell Spanish from Portuguese, few enough that a short line is not read as Catalan.
@@ -132,9 +134,15 @@ def _ints(values: np.ndarray) -> array:
 
 
 def _unpack(packed: Path, copy: Path) -> bool:
-    """Write the model's uncompressed copy, whole or not at all (renamed into place)."""
+    """Write the model's uncompressed copy, whole or not at all (renamed into place). What
+    earlier ones left is removed first, 68 MB each: copies for another py3langid, and a
+    scratch file that a crash left half written (one that old is no other process's)."""
     try:
         copy.parent.mkdir(parents=True, exist_ok=True)
+        stale = time.time() - STALE_SCRATCH
+        for old in copy.parent.glob("*py3langid-*.npz*"):
+            if old != copy and (old.name.startswith("py3langid-") or old.stat().st_mtime < stale):
+                old.unlink()
         fd, scratch = tempfile.mkstemp(prefix=f".{copy.name}.", dir=copy.parent)
     except OSError:
         return False
