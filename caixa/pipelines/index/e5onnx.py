@@ -258,6 +258,7 @@ def build(packed_file: Path, folder: Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        work.chmod(0o755)  # not mkdtemp's 0700: a `caixa search` by another user loads it too
         onnx.save(_graph(packed), str(work / "model.onnx"))
         tables = {
             "pieces": packed.pieces,
