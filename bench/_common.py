@@ -178,6 +178,16 @@ def percentile(values: Sequence[float], p: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
+def timed(run: Callable[[], object], times: int) -> list[float]:
+    """Milliseconds each of `times` calls of `run` took."""
+    found = []
+    for _ in range(times):
+        started = time.perf_counter()
+        run()
+        found.append((time.perf_counter() - started) * 1000)
+    return found
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 2) if b > 0 else None
 

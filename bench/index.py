@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import ratio, save
+from _common import ratio, save, timed
 
 from caixa import offline
 from caixa.models import locate
@@ -110,7 +110,7 @@ def measure(backend: str, root: Path) -> dict[str, Any]:
         share = max(1, len(os.sched_getaffinity(0)) // 2)
         on_share = replace(job, threads=share)
         step.run(on_share, params)  # its session for this count
-        best = min(_timed(lambda: step.run(on_share, params)) for _ in range(ROUNDS))
+        best = min(timed(lambda: step.run(on_share, params), ROUNDS)) / 1000
         shared = {"share_threads": share, "share_chunks_per_s": round(len(chunks) / best, 1)}
     return {
         "chunks": len(chunks),
@@ -124,12 +124,6 @@ def measure(backend: str, root: Path) -> dict[str, Any]:
         "target_met": step_rate / raw_rate >= TARGET[backend],
         **shared,
     }
-
-
-def _timed(call: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
 
 
 def main() -> None:

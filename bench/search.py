@@ -28,12 +28,12 @@ import subprocess
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import CAIXA, percentile, ratio, save
+from _common import CAIXA, percentile, ratio, save, timed
 
 from caixa import offline
 from caixa.pipelines.common.sentences import paragraphs, sentences
@@ -130,15 +130,6 @@ def build(home: Path) -> dict[str, Any]:
         "index_mb": round(size / 1e6, 1),
         "bytes_per_chunk": round(size / chunk_count),
     }
-
-
-def timed(run: Callable[[], object], times: int) -> list[float]:
-    found = []
-    for _ in range(times):
-        started = time.perf_counter()
-        run()
-        found.append((time.perf_counter() - started) * 1000)
-    return found
 
 
 def summary(ms: list[float]) -> dict[str, float]:

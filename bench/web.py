@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-from _common import CAIXA, caixa_env, percentile, ratio, save, stop, wait_for
+from _common import CAIXA, caixa_env, percentile, ratio, save, stop, timed, wait_for
 
 from caixa import app, offline
 
@@ -79,15 +79,6 @@ def fill(home: Path, n: int) -> str:
     db.commit()
     db.close()
     return failed
-
-
-def timed(fn, rounds: int) -> list[float]:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
 
 
 def raw_sql(home: Path, sql: str, args: tuple[object, ...] = ()) -> None:
