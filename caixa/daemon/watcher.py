@@ -2,7 +2,11 @@
 
 A file is ready once it is complete: closed by its writer and then unchanged for a moment, or,
 when no close was seen (found by a scan, or on a network share), unchanged for the settle
-time. Temp names and dotfiles are ignored; anything but a regular file is refused.
+time. On a local filesystem that time counts from the file's last change as the kernel
+recorded it (its ctime, which every write, rename or timestamp change sets): a file that had
+rested in its inbox before the daemon started is taken at the first look, not a settle time
+later. A network share's ctime comes from another machine's clock, so there the time counts
+from the first look. Temp names and dotfiles are ignored; anything but a regular file is refused.
 """
 
 from __future__ import annotations
@@ -134,13 +138,28 @@ class Watcher:
         self._observer.stop()
         self._observer.join(timeout=5)
 
-    def note(self, path: Path, *, closed: bool = False, writing: bool = False) -> None:
+    def note(
+        self,
+        path: Path,
+        *,
+        closed: bool = False,
+        writing: bool = False,
+        seen: os.stat_result | None = None,
+    ) -> None:
+        """A file that may be ready soon. `seen`: what a scan of a local inbox found, whose
+        ctime says how long the file had been unchanged already."""
         if not self._wanted(path):
             return
         with self._lock:
             cand = self._cands.setdefault(path, Candidate())
             cand.closed, cand.writing = closed, writing and not closed
-            if closed:  # look now, so the settle time counts from the close itself
+            if seen is not None:
+                unchanged = max(0.0, time.time() - seen.st_ctime)  # a ctime ahead: just now
+                cand.key, cand.since = (
+                    (seen.st_size, seen.st_mtime_ns),
+                    time.monotonic() - unchanged,
+                )
+            elif closed:  # look now, so the settle time counts from the close itself
                 try:
                     st = os.lstat(path)
                     cand.key, cand.since = (st.st_size, st.st_mtime_ns), time.monotonic()
@@ -173,12 +192,12 @@ class Watcher:
         for inbox, (recursive, _) in self.inboxes.items():
             if only_polled and inbox not in self.polled:
                 continue
-            self._scan_dir(inbox, recursive)
+            self._scan_dir(inbox, recursive, local=inbox not in self.polled)
         # A scan that ends with no candidate proves that no file waits to be taken: what a
         # person (or a test) checks "this file was left alone" against, rather than a clock.
         logger.debug("scan finished", polled_only=only_polled, candidates=self.pending())
 
-    def _scan_dir(self, folder: Path, recursive: bool) -> None:
+    def _scan_dir(self, folder: Path, recursive: bool, local: bool = True) -> None:
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
@@ -194,7 +213,7 @@ class Watcher:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if recursive and self._wanted_dir(path):
-                    self._scan_dir(path, recursive)
+                    self._scan_dir(path, recursive, local)
                 continue
             reason = refusal(st.st_mode, path)
             if reason:
@@ -205,7 +224,7 @@ class Watcher:
             with self._lock:
                 known = path in self._cands
             if not known and self._wanted(path):
-                self.note(path)
+                self.note(path, seen=st if local else None)
 
     def _wanted_dir(self, path: Path) -> bool:
         real = Path(os.path.realpath(path))

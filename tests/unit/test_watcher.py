@@ -50,10 +50,35 @@ def test_a_file_seen_by_a_scan_waits_for_the_settle_time(watcher, tmp_path: Path
     path.write_text("a")
     (tmp_path / "in" / "sub" / "nested.txt").write_text("not recursive")
     w.scan()
-    assert w.due(100.0) == []  # first look
-    assert w.due(100.5) == []
-    assert w.due(101.0) == [path]
+    now = time.monotonic()
+    assert w.due(now) == []  # first look: it was written just now
+    assert w.due(now + 0.5) == []
+    assert w.due(now + 1.0) == [path]
     assert w.pending() == 0
+
+
+@pytest.mark.parametrize("polled", [False, True], ids=["local", "network share"])
+def test_a_file_that_had_rested_before_the_scan_is_taken_at_the_first_look(
+    tmp_path: Path, polled: bool
+) -> None:
+    """The settle time counts from the file's last change (its ctime), not from the scan: a
+    file that lay in its inbox while the daemon was stopped is not kept waiting at the start.
+    Not on a network share, whose ctime comes from another machine's clock."""
+    settings = Settings(home=tmp_path / "home", settle_seconds=0.05)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    w = Watcher({inbox: (False, polled)}, settings, [], lambda p, r: None, threading.Event())
+    if polled:
+        w.polled.add(inbox)  # what start() decides for a share
+    path = inbox / "old.txt"
+    path.write_text("written before the daemon started")
+    while time.time() - path.stat().st_ctime < settings.settle_seconds:  # the file rests
+        time.sleep(0.01)
+    w.scan()
+    now = time.monotonic()
+    assert w.due(now) == ([] if polled else [path])
+    if polled:
+        assert w.due(now + 1) == [path]
 
 
 def test_a_change_restarts_the_wait(watcher, tmp_path: Path) -> None:
