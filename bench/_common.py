@@ -1,6 +1,6 @@
 """Helpers shared by the benchmarks: a rules file, the real daemon as a subprocess, reading the
 journal with sqlite3, a bare watchdog observer in its own process (the raw reference),
-percentiles, and the results JSON under bench/results/.
+percentiles, a timing in a new process, and the results JSON under bench/results/.
 
 `python bench/_common.py watch OUT.json MOVE_TO DIR...` is that bare observer: it records the
 time of each close-after-write event per file name, writes them to OUT.json when sent SIGTERM,
@@ -186,6 +186,15 @@ def timed(run: Callable[[], object], times: int) -> list[float]:
         run()
         found.append((time.perf_counter() - started) * 1000)
     return found
+
+
+def in_new_process(code: str, *args: str) -> Any:
+    """What `code` prints as JSON, run by a new Python process: a start measured as every
+    worker and every command pays it."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
 
 
 def ratio(a: float, b: float) -> float | None:

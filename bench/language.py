@@ -14,14 +14,11 @@ Ratio: py3langid's seconds over caixa's, median of RUNS alternating runs (higher
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from _common import ratio, save
+from _common import in_new_process, ratio, save
 
 RUNS = 7
 TEXT = "Segunda via do boleto da conta de luz"
@@ -43,13 +40,7 @@ print(json.dumps([time.perf_counter() - start, found]))
 
 
 def first_answer(home: Path | None) -> tuple[float, str]:
-    done = subprocess.run(
-        [sys.executable, "-c", FIRST_ANSWER, str(home or ""), TEXT],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    seconds, found = json.loads(done.stdout)
+    seconds, found = in_new_process(FIRST_ANSWER, str(home or ""), TEXT)
     return seconds, found
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from caixa import models
 from caixa.errors import StepError
+from caixa.pipelines.common import onnx
 from caixa.pipelines.speech.audio import Chunk
 
 if TYPE_CHECKING:
@@ -47,10 +48,11 @@ def voice_files(ref: str) -> tuple[Path, Path]:
     return model, config
 
 
-def load(ref: str, device: str, threads: int) -> PiperVoice:
+def load(ref: str, device: str, threads: int, home: Path | None = None) -> PiperVoice:
     """The voice, loaded the first time it is asked for in this process with these threads
     (a session per count: onnxruntime fixes them); on CUDA, once, when the device is a GPU and
-    onnxruntime has the CUDA provider."""
+    onnxruntime has the CUDA provider. With caixa's `home`, its graph is kept optimised there
+    (onnx.py)."""
     import onnxruntime
 
     try:
@@ -72,9 +74,7 @@ def load(ref: str, device: str, threads: int) -> PiperVoice:
             providers.insert(0, ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}))
         try:
             settings = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
-            session = onnxruntime.InferenceSession(
-                str(model), sess_options=options, providers=providers
-            )
+            session = onnx.session(model, options, providers, home)
         except Exception as exc:  # onnxruntime and json raise many kinds for a damaged file
             raise StepError(
                 f"cannot load the Piper voice {model}: {exc}. Are its .onnx and .onnx.json "

@@ -200,7 +200,7 @@ def _voice(ref: str, params: TtsParams, job: StepInput) -> Voice:
             f"espeak-ng {name}",
             lambda text: espeak.speak(text, name, params.speed, scratch),
         )
-    loaded = piper.load(ref, job.device, params.threads or job.threads)
+    loaded = piper.load(ref, job.device, params.threads or job.threads, job.home)
     settings = piper.settings(loaded, params.speed, params.speaker)
     name = piper.voice_files(ref)[0].stem
     speak = partial(piper.speak, loaded, config=settings)
