@@ -1,6 +1,6 @@
 """Helpers shared by the benchmarks: a rules file, the real daemon as a subprocess, reading the
 journal with sqlite3, a bare watchdog observer in its own process (the raw reference),
-percentiles, a timing in a new process, and the results JSON under bench/results/.
+percentiles, a start timed in new processes, and the results JSON under bench/results/.
 
 `python bench/_common.py watch OUT.json MOVE_TO DIR...` is that bare observer: it records the
 time of each close-after-write event per file name, writes them to OUT.json when sent SIGTERM,
@@ -17,6 +17,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -188,13 +189,41 @@ def timed(run: Callable[[], object], times: int) -> list[float]:
     return found
 
 
-def in_new_process(code: str, *args: str) -> Any:
-    """What `code` prints as JSON, run by a new Python process: a start measured as every
-    worker and every command pays it."""
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
-    )
-    return json.loads(done.stdout)
+def first_runs(
+    name: str, code: str, args: Sequence[str], runs: int, line: Callable[[dict[str, Any]], str]
+) -> None:
+    """A start as every worker and every command pays it: `code` run by new Python processes,
+    `runs` times each way, alternating: with no home (the library's own way) and with a home
+    whose copy a first run made (not timed). `code` takes the home ("": none) and `args`, and
+    prints [seconds, what it found] as JSON. The figures (median seconds of each way, their
+    ratio, whether both found the same, what caixa found) are printed by `line` and saved."""
+
+    def run(home: str) -> tuple[float, Any]:
+        done = subprocess.run(
+            [sys.executable, "-c", code, home, *args], capture_output=True, text=True, check=True
+        )
+        seconds, found = json.loads(done.stdout)
+        return seconds, found
+
+    with tempfile.TemporaryDirectory(prefix="caixa-bench-home-") as home:
+        run(home)
+        plain, ours = [], []
+        for _ in range(runs):
+            seconds, plain_found = run("")
+            plain.append(seconds)
+            seconds, our_found = run(home)
+            ours.append(seconds)
+    plain_s, ours_s = statistics.median(plain), statistics.median(ours)
+    figures = {
+        "runs": runs,
+        "plain_s": round(plain_s, 3),
+        "caixa_s": round(ours_s, 3),
+        "ratio": ratio(plain_s, ours_s),
+        "same": plain_found == our_found,
+        "found": our_found,
+    }
+    print(line(figures))
+    save(name, figures)
 
 
 def ratio(a: float, b: float) -> float | None:

@@ -14,11 +14,7 @@ Ratio: py3langid's seconds over caixa's, median of RUNS alternating runs (higher
 
 from __future__ import annotations
 
-import statistics
-import tempfile
-from pathlib import Path
-
-from _common import in_new_process, ratio, save
+from _common import first_runs
 
 RUNS = 7
 TEXT = "Segunda via do boleto da conta de luz"
@@ -39,35 +35,18 @@ print(json.dumps([time.perf_counter() - start, found]))
 """
 
 
-def first_answer(home: Path | None) -> tuple[float, str]:
-    seconds, found = in_new_process(FIRST_ANSWER, str(home or ""), TEXT)
-    return seconds, found
-
-
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="caixa-bench-language-") as tmp:
-        home = Path(tmp)
-        first_answer(home)  # the home's copy made once, as a home's first step makes it
-        plain, ours = [], []
-        for _ in range(RUNS):
-            seconds, plain_found = first_answer(None)
-            plain.append(seconds)
-            seconds, our_found = first_answer(home)
-            ours.append(seconds)
-    plain_s, ours_s = statistics.median(plain), statistics.median(ours)
-    figures = {
-        "runs": RUNS,
-        "py3langid_first_answer_s": round(plain_s, 3),
-        "caixa_first_answer_s": round(ours_s, 3),
-        "ratio": ratio(plain_s, ours_s),
-        "same_answer": plain_found == our_found,
-    }
-    print(
-        f"language detector, first answer in a new process (median of {RUNS}): py3langid's "
-        f"loader {plain_s:.3f} s, caixa with a home {ours_s:.3f} s: {figures['ratio']}x; "
-        f"same answer: {figures['same_answer']} ({our_found})"
+    first_runs(
+        "language",
+        FIRST_ANSWER,
+        [TEXT],
+        RUNS,
+        lambda f: (
+            f"language detector, first answer in a new process (median of {RUNS}): py3langid's"
+            f" loader {f['plain_s']:.3f} s, caixa with a home {f['caixa_s']:.3f} s:"
+            f" {f['ratio']}x; same answer: {f['same']} ({f['found']})"
+        ),
     )
-    save("language", figures)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,7 @@ Ratio: onnxruntime's seconds over caixa's, median of RUNS alternating runs (high
 
 from __future__ import annotations
 
-import statistics
-import tempfile
-from pathlib import Path
-
-from _common import in_new_process, ratio, save
+from _common import first_runs
 
 RUNS = 7
 VOICE = "en_US-joe-medium"
@@ -45,35 +41,18 @@ print(json.dumps([seconds, hashlib.sha256(audio.tobytes()).hexdigest()]))
 """
 
 
-def first_sentence(home: Path | None) -> tuple[float, str]:
-    seconds, samples = in_new_process(FIRST_SENTENCE, str(home or ""), VOICE)
-    return seconds, samples
-
-
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="caixa-bench-voice-") as tmp:
-        home = Path(tmp)
-        first_sentence(home)  # the home's copy made once, as a home's first tts step makes it
-        plain, ours = [], []
-        for _ in range(RUNS):
-            seconds, plain_samples = first_sentence(None)
-            plain.append(seconds)
-            seconds, our_samples = first_sentence(home)
-            ours.append(seconds)
-    plain_s, ours_s = statistics.median(plain), statistics.median(ours)
-    figures = {
-        "runs": RUNS,
-        "onnxruntime_first_sentence_s": round(plain_s, 3),
-        "caixa_first_sentence_s": round(ours_s, 3),
-        "ratio": ratio(plain_s, ours_s),
-        "same_samples": plain_samples == our_samples,
-    }
-    print(
-        f"Piper voice {VOICE}, session made and first sentence spoken in a new process (median "
-        f"of {RUNS}): onnxruntime on the voice's file {plain_s:.3f} s, caixa with a home "
-        f"{ours_s:.3f} s: {figures['ratio']}x; same samples: {figures['same_samples']}"
+    first_runs(
+        "voice_start",
+        FIRST_SENTENCE,
+        [VOICE],
+        RUNS,
+        lambda f: (
+            f"Piper voice {VOICE}, session made and first sentence spoken in a new process"
+            f" (median of {RUNS}): onnxruntime on the voice's file {f['plain_s']:.3f} s, caixa"
+            f" with a home {f['caixa_s']:.3f} s: {f['ratio']}x; same samples: {f['same']}"
+        ),
     )
-    save("voice_start", figures)
 
 
 if __name__ == "__main__":
