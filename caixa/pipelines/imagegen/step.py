@@ -37,6 +37,7 @@ from caixa.pipelines.base import (
     rules_folder,
 )
 from caixa.pipelines.common.text import decode
+from caixa.pipelines.common.threads import use_torch_threads
 from caixa.pipelines.imagegen import diffusion, frontmatter
 
 SIDES = (64, 2048)  # pixels; beyond 2048 a 4 GB GPU or 16 GB of RAM cannot decode the image
@@ -148,6 +149,7 @@ class ImagegenStep(BaseStep):
         request = diffusion.Request(prompt=prompt, seed=seed, **settings)
         options = diffusion.Options(params.attention_slicing, params.vae_tiling, params.cpu_offload)
         pipeline = diffusion.load(model, job.device, options)
+        use_torch_threads(job.threads)  # torch, imported by the first load, starts on the share
         made = diffusion.generate(pipeline, request)
         facts: dict[str, Any] = {
             "prompt": prompt,

