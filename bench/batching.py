@@ -1,43 +1,58 @@
-"""Does a batch help the photo models on this machine? Why `detect` has no `run_batch` and
-`classify` runs one image per pass on the CPU (caixa/pipelines/vision/efficientnet.py).
+"""Does a batch help the models on this machine's CPU? Why `detect` has no `run_batch`,
+`classify` runs one image per pass on the CPU (caixa/pipelines/vision/efficientnet.py), and
+`transcribe` hears a batch's recordings side by side.
 
-Eight photos through each model, one call per photo against one call for all eight, on the
-CPU, alternating ROUNDS times; the best round of each counts:
+Eight photos through each photo model, one call per photo against one call for all eight, on
+the CPU, alternating ROUNDS times; the best round of each counts:
 
-  detect:   the packaged fall-detection YOLOv8s through ultralytics' `predict`: photos of two
-            sizes (bus 810x1080, zidane 1280x720), then eight of one size;
-  classify: EfficientNet-Lite0, eight prepared inputs as eight passes or one pass of eight.
+  detect:     the packaged fall-detection YOLOv8s through ultralytics' `predict`: photos of two
+              sizes (bus 810x1080, zidane 1280x720), then eight of one size;
+  classify:   EfficientNet-Lite0, eight prepared inputs as eight passes or one pass of eight;
+  transcribe: MEMOS voice memos (spoken by Piper, as bench/pipelines.py makes them) through
+              caixa's step with every core: `run` for each (Whisper base on every thread)
+              against `run_batch` (side by side, one thread each), best of 2 rounds.
 
-Printed: images/s one by one and batched, the ratio (batched / one by one), and whether both
-found the same (boxes per photo, top-1 labels). Issue 15 asks >= 1.3x where batching is used.
+Printed: inputs/s one by one and batched, the ratio (batched / one by one), and whether both
+found the same (boxes per photo, top-1 labels, transcripts). Issue 15 asks >= 1.3x where
+batching is used.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import ratio, save
 from PIL import Image
+from pipelines import make_voice
 
 from caixa import models, offline
+from caixa.pipelines.base import StepInput, StepResult
+from caixa.pipelines.transcribe.step import TranscribeParams, TranscribeStep
 from caixa.pipelines.vision import efficientnet, yolo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (argos ships a `tests`)
+from tests.documents import job_for
+
 ROUNDS = 5
+MEMOS = 4
 
 
-def compare(one: Callable[[], Any], many: Callable[[], Any], count: int) -> dict[str, Any]:
-    """`one` (a call per photo) and `many` (one call for all), alternating ROUNDS times so
+def compare(
+    one: Callable[[], Any], many: Callable[[], Any], count: int, rounds: int = ROUNDS
+) -> dict[str, Any]:
+    """`one` (a call per input) and `many` (one call for all), alternating `rounds` times so
     that both meet the same moments of a shared machine; each side's best round counts."""
     seconds: dict[str, list[float]] = {"one": [], "many": []}
     found: dict[str, Any] = {}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for side, run in (("one", one), ("many", many)):
             start = time.perf_counter()
             found[side] = run()
@@ -77,6 +92,30 @@ def classify(net: Any, photos: list[Image.Image]) -> dict[str, Any]:
     return compare(one, many, len(photos))
 
 
+def transcribe(home: Path, memos: list[Path]) -> dict[str, Any]:
+    """caixa's transcribe step on every core: `run` for each memo (Whisper on every thread, as
+    faster-whisper's own default) against `run_batch` (side by side, a thread each)."""
+    step, params, cores = TranscribeStep(), TranscribeParams(), len(os.sched_getaffinity(0))
+
+    def jobs(side: str) -> list[StepInput]:
+        made = [job_for(m, home / f"{side}-{time.monotonic_ns()}-{i}") for i, m in enumerate(memos)]
+        return [replace(j, home=home, threads=cores) for j in made]
+
+    def text(result: StepResult | Exception) -> str:
+        assert isinstance(result, StepResult), result
+        return next(a.path for a in result.artifacts if a.name.endswith(".txt")).read_text()
+
+    def one() -> list[str]:
+        return [text(step.run(j, params)) for j in jobs("one")]
+
+    def many() -> list[str]:
+        return [text(r) for r in step.run_batch(jobs("many"), params)]
+
+    one()  # each model loaded once, as a worker keeps it
+    many()
+    return compare(one, many, len(memos), rounds=2)
+
+
 def main() -> None:
     offline.enforce()
     from tests.photos import BUS, ZIDANE
@@ -91,10 +130,13 @@ def main() -> None:
         "detect_one_size": detect(detector, [bus] * 8),
         "classify": classify(net, [bus, zidane] * 4),
     }
-    print(f"batching: 8 photos on the CPU, best of {ROUNDS} rounds")
+    (home / "memos").mkdir()
+    make_voice(home / "memos", MEMOS)
+    figures["transcribe"] = transcribe(home, sorted((home / "memos").iterdir()))
+    print(f"batching: 8 photos on the CPU, best of {ROUNDS} rounds; {MEMOS} voice memos, best of 2")
     for name, f in figures.items():
         print(
-            f"  {name:17} one by one {f['one_by_one_per_s']:6.2f}/s, batch of 8"
+            f"  {name:17} one by one {f['one_by_one_per_s']:6.2f}/s, batched"
             f" {f['batched_per_s']:6.2f}/s: {f['ratio']}x; same results: {f['same']}"
         )
     save("batching", figures)

@@ -1,5 +1,6 @@
 """Steps that run several jobs in one call (`run_batch`) give each job what `run` gives it, and
-a bad input fails only its own job. Real models (EfficientNet-Lite0, e5), real photos."""
+a bad input fails only its own job. Real models (EfficientNet-Lite0, e5, Whisper base), real
+photos, speech spoken by Piper."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from caixa.pipelines.base import Artifact, StepInput, StepResult
 from caixa.pipelines.index.embed import embedder
 from caixa.pipelines.index.step import IndexParams, IndexStep
 from caixa.pipelines.index.store import Store, index_path
+from caixa.pipelines.transcribe.step import TranscribeParams, TranscribeStep
 from caixa.pipelines.vision.classify import ClassifyParams, ClassifyStep
+from tests import speech_clip
 from tests.documents import job_for
 from tests.photos import BUS, ZIDANE
 
@@ -87,3 +90,41 @@ def test_index_in_a_batch_stores_each_job_as_alone_and_a_job_without_text_fails_
             query = model.query(d["q_pt"] if d["lang"] == "en" else d["q_en"])
             first, second = a.nearest(query, 1)[0][0], b.nearest(query, 1)[0][0]
             assert a.chunks([first])[first].chunk.text == b.chunks([second])[second].chunk.text
+
+
+def test_transcribe_in_a_batch_hears_recordings_side_by_side_as_alone_and_a_bad_one_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """On a CPU with two threads, two recordings are heard at once, a thread each, by one model
+    with two workers; each transcript is the one it gets alone on one thread."""
+    said = []
+    for i in range(2):
+        said.append(tmp_path / f"said{i}.wav")
+        speech_clip.speak(said[i], speech_clip.PARAGRAPHS[i : i + 1], pause=0.5)
+    broken = tmp_path / "broken.m4a"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(range(256)) * 40)
+
+    def job(source: Path, name: str, threads: int) -> StepInput:
+        made = job_for(source, tmp_path / name)
+        return replace(made, job_id=name, home=tmp_path / "home", threads=threads)
+
+    def transcript(result: StepResult | Exception) -> str:
+        assert isinstance(result, StepResult), result
+        (text,) = [a.path for a in result.artifacts if a.name.endswith(".txt")]
+        return text.read_text()
+
+    params = TranscribeParams()
+    recordings = [said[0], broken, said[1]]
+    together = TranscribeStep().run_batch(
+        [job(r, f"batch{i}", threads=2) for i, r in enumerate(recordings)], params
+    )
+    alone = [
+        TranscribeStep().run(job(r, f"alone{i}", threads=1), params) for i, r in enumerate(said)
+    ]
+
+    assert isinstance(together[1], StepError) and "cannot read broken.m4a" in str(together[1])
+    for result, single in [(together[0], alone[0]), (together[2], alone[1])]:
+        assert transcript(result) == transcript(single)
+        assert isinstance(result, StepResult) and result.data["threads"] == 1
+    assert "reading room" in transcript(together[0]).lower()  # what was said, heard
+    assert "deposit of two months" in transcript(together[2]).lower()

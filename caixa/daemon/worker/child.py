@@ -141,8 +141,14 @@ class Worker:
         notes = [f"unloaded {', '.join(evicted)} to make room for {first.model}"] if evicted else []
         threads = self._use_threads(self._budget(step, params, first))
         jobs = [replace(t.job, device=placed[0], threads=threads) for t in batch.tasks]
-        with models.serving(first.model):
-            outcomes = list(step().run_batch(jobs, params))  # type: ignore[attr-defined]
+        teller = _Teller(self.send) if self.send else None  # a batch shows as its first job
+        jobs[0] = replace(jobs[0], progress=teller or unheard)
+        try:
+            with models.serving(first.model):
+                outcomes = list(step().run_batch(jobs, params))  # type: ignore[attr-defined]
+        finally:
+            if teller is not None:
+                teller.stop()
         if len(outcomes) != len(jobs):
             raise StepError(
                 f"{first.step}'s run_batch returned {len(outcomes)} results for {len(jobs)} jobs"

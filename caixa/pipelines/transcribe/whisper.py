@@ -108,9 +108,11 @@ def assemble(home: Path) -> Path:
     return target
 
 
-def load(path: Path, device: str, threads: int) -> WhisperModel:
+def load(path: Path, device: str, threads: int, workers: int = 1) -> WhisperModel:
     """The model in `path`, loaded once per process for this device and thread count: float16
-    on a CUDA GPU when CTranslate2 sees one, else int8 on `threads` CPU threads."""
+    on a CUDA GPU when CTranslate2 sees one, else int8 on `threads` CPU threads. `workers`:
+    recordings it may hear at once, each from several threads (on a CPU each holds a copy of
+    the model: +160 MB for the packaged base)."""
     import ctranslate2
 
     cuda = device.startswith("cuda") and ctranslate2.get_cuda_device_count() > 0
@@ -126,12 +128,13 @@ def load(path: Path, device: str, threads: int) -> WhisperModel:
                 device_index=index,
                 compute_type="float16" if cuda else "int8",
                 cpu_threads=threads,
+                num_workers=workers,
                 local_files_only=True,
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise StepError(f"cannot load the Whisper model in {path}: {exc}") from exc
 
-    where = f"cuda:{index}" if cuda else f"cpu:{threads}"
+    where = f"cuda:{index}" if cuda else f"cpu:{threads}" + (f"x{workers}" if workers > 1 else "")
     return models.load(f"whisper:{path}:{where}", loader)
 
 
