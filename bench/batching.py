@@ -1,6 +1,6 @@
 """Does a batch help the models on this machine's CPU? Why `detect` has no `run_batch`,
 `classify` runs one image per pass on the CPU (caixa/pipelines/vision/efficientnet.py), and
-`transcribe` hears a batch's recordings side by side.
+`transcribe` and `tts` run a batch's jobs side by side.
 
 Eight photos through each photo model, one call per photo against one call for all eight, on
 the CPU, alternating ROUNDS times; the best round of each counts:
@@ -8,13 +8,15 @@ the CPU, alternating ROUNDS times; the best round of each counts:
   detect:     the packaged fall-detection YOLOv8s through ultralytics' `predict`: photos of two
               sizes (bus 810x1080, zidane 1280x720), then eight of one size;
   classify:   EfficientNet-Lite0, eight prepared inputs as eight passes or one pass of eight;
-  transcribe: MEMOS voice memos (spoken by Piper, as bench/pipelines.py makes them) through
+  transcribe: SPOKEN voice memos (spoken by Piper, as bench/pipelines.py makes them) through
               caixa's step with every core: `run` for each (Whisper base on every thread)
-              against `run_batch` (side by side, one thread each), best of 2 rounds.
+              against `run_batch` (side by side, one thread each), best of 2 rounds;
+  tts:        SPOKEN texts (as bench/pipelines.py makes them) through caixa's step, the same
+              way (Piper's voice, an OGG copy each).
 
 Printed: inputs/s one by one and batched, the ratio (batched / one by one), and whether both
-found the same (boxes per photo, top-1 labels, transcripts). Issue 15 asks >= 1.3x where
-batching is used.
+found the same (boxes per photo, top-1 labels, transcripts, seconds of speech). Issue 15 asks
+>= 1.3x where batching is used.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from typing import Any
 import numpy as np
 from _common import ratio, save
 from PIL import Image
-from pipelines import make_voice
+from pipelines import make_speak, make_voice
 
 from caixa import models, offline
 from caixa.pipelines.base import StepInput, StepResult
+from caixa.pipelines.speech.step import TtsParams, TtsStep
 from caixa.pipelines.transcribe.step import TranscribeParams, TranscribeStep
 from caixa.pipelines.vision import efficientnet, yolo
 
@@ -42,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (argos sh
 from tests.documents import job_for
 
 ROUNDS = 5
-MEMOS = 4
+SPOKEN = 4  # memos to transcribe, texts to speak
 
 
 def compare(
@@ -92,28 +95,33 @@ def classify(net: Any, photos: list[Image.Image]) -> dict[str, Any]:
     return compare(one, many, len(photos))
 
 
-def transcribe(home: Path, memos: list[Path]) -> dict[str, Any]:
-    """caixa's transcribe step on every core: `run` for each memo (Whisper on every thread, as
-    faster-whisper's own default) against `run_batch` (side by side, a thread each)."""
-    step, params, cores = TranscribeStep(), TranscribeParams(), len(os.sched_getaffinity(0))
+def side_by_side(step: Any, params: Any, home: Path, inputs: list[Path]) -> dict[str, Any]:
+    """caixa's step on every core: `run` for each input (the model on every thread, as its
+    library's own default) against `run_batch` (side by side, a thread each). What each made:
+    transcripts, or the seconds of speech."""
+    cores = len(os.sched_getaffinity(0))
 
     def jobs(side: str) -> list[StepInput]:
-        made = [job_for(m, home / f"{side}-{time.monotonic_ns()}-{i}") for i, m in enumerate(memos)]
+        made = [
+            job_for(m, home / f"{side}-{time.monotonic_ns()}-{i}") for i, m in enumerate(inputs)
+        ]
         return [replace(j, home=home, threads=cores) for j in made]
 
-    def text(result: StepResult | Exception) -> str:
+    def made(result: StepResult | Exception) -> str | int:
         assert isinstance(result, StepResult), result
+        if "duration_seconds" in result.data:  # speech: Piper's noise moves it a little
+            return round(result.data["duration_seconds"])
         return next(a.path for a in result.artifacts if a.name.endswith(".txt")).read_text()
 
-    def one() -> list[str]:
-        return [text(step.run(j, params)) for j in jobs("one")]
+    def one() -> list[str | int]:
+        return [made(step.run(j, params)) for j in jobs("one")]
 
-    def many() -> list[str]:
-        return [text(r) for r in step.run_batch(jobs("many"), params)]
+    def many() -> list[str | int]:
+        return [made(r) for r in step.run_batch(jobs("many"), params)]
 
     one()  # each model loaded once, as a worker keeps it
     many()
-    return compare(one, many, len(memos), rounds=2)
+    return compare(one, many, len(inputs), rounds=2)
 
 
 def main() -> None:
@@ -130,10 +138,16 @@ def main() -> None:
         "detect_one_size": detect(detector, [bus] * 8),
         "classify": classify(net, [bus, zidane] * 4),
     }
-    (home / "memos").mkdir()
-    make_voice(home / "memos", MEMOS)
-    figures["transcribe"] = transcribe(home, sorted((home / "memos").iterdir()))
-    print(f"batching: 8 photos on the CPU, best of {ROUNDS} rounds; {MEMOS} voice memos, best of 2")
+    for folder, make in (("memos", make_voice), ("texts", make_speak)):
+        (home / folder).mkdir()
+        make(home / folder, SPOKEN)
+    memos, texts = (sorted((home / f).iterdir()) for f in ("memos", "texts"))
+    figures["transcribe"] = side_by_side(TranscribeStep(), TranscribeParams(), home, memos)
+    figures["tts"] = side_by_side(TtsStep(), TtsParams(compress="ogg"), home, texts)
+    print(
+        f"batching: 8 photos on the CPU, best of {ROUNDS} rounds; {SPOKEN} voice memos and"
+        f" {SPOKEN} texts to speak, best of 2"
+    )
     for name, f in figures.items():
         print(
             f"  {name:17} one by one {f['one_by_one_per_s']:6.2f}/s, batched"

@@ -5,16 +5,18 @@ photos, speech spoken by Piper."""
 from __future__ import annotations
 
 import json
+import wave
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from caixa.errors import StepError
+from caixa.errors import InputError, StepError
 from caixa.pipelines.base import Artifact, StepInput, StepResult
 from caixa.pipelines.index.embed import embedder
 from caixa.pipelines.index.step import IndexParams, IndexStep
 from caixa.pipelines.index.store import Store, index_path
+from caixa.pipelines.speech.step import TtsParams, TtsStep
 from caixa.pipelines.transcribe.step import TranscribeParams, TranscribeStep
 from caixa.pipelines.vision.classify import ClassifyParams, ClassifyStep
 from tests import speech_clip
@@ -128,3 +130,34 @@ def test_transcribe_in_a_batch_hears_recordings_side_by_side_as_alone_and_a_bad_
         assert isinstance(result, StepResult) and result.data["threads"] == 1
     assert "reading room" in transcript(together[0]).lower()  # what was said, heard
     assert "deposit of two months" in transcript(together[2]).lower()
+
+
+def test_tts_in_a_batch_speaks_texts_side_by_side_as_alone_and_an_empty_one_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """On a CPU with two threads, two texts are spoken at once on the voice's one-thread
+    session; each WAV says what it says alone (Piper's noise makes lengths differ a little)."""
+    texts = [speech_clip.PARAGRAPHS[0], "   \n  ", speech_clip.PARAGRAPHS[1]]
+    for i, text in enumerate(texts):
+        (tmp_path / f"text{i}.txt").write_text(text)
+
+    def job(i: int, name: str, threads: int) -> StepInput:
+        made = job_for(tmp_path / f"text{i}.txt", tmp_path / name)
+        return replace(made, job_id=name, home=tmp_path / "home", threads=threads)
+
+    params = TtsParams(compress="ogg")
+    together = TtsStep().run_batch([job(i, f"batch{i}", threads=2) for i in range(3)], params)
+    alone = {i: TtsStep().run(job(i, f"alone{i}", threads=1), params) for i in (0, 2)}
+
+    assert isinstance(together[1], InputError) and "no text to speak" in str(together[1])
+    for i, single in alone.items():
+        result = together[i]
+        assert isinstance(result, StepResult), result
+        assert [a.name for a in result.artifacts] == [f"text{i}.wav", f"text{i}.ogg"]
+        assert result.artifacts[0].path.parent == tmp_path / f"batch{i}"
+        for key in ("language", "voice", "pieces", "characters"):
+            assert result.data[key] == single.data[key]
+        seconds = result.data["duration_seconds"]
+        assert seconds == pytest.approx(single.data["duration_seconds"], rel=0.1) and seconds > 5
+        with wave.open(str(result.artifacts[0].path)) as wav:
+            assert wav.getnframes() / wav.getframerate() == pytest.approx(seconds, abs=0.01)

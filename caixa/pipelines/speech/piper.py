@@ -14,7 +14,8 @@ factor 0.19 vs 0.089, best of 6). Threads default to the CPUs this process may u
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig
 
 MODULE = "piper"
+_ESPEAK = threading.Lock()  # espeak-ng: one global state a process
 
 
 def voice_files(ref: str) -> tuple[Path, Path]:
@@ -80,9 +82,22 @@ def load(ref: str, device: str, threads: int, home: Path | None = None) -> Piper
                 f"cannot load the Piper voice {model}: {exc}. Are its .onnx and .onnx.json "
                 "complete?"
             ) from exc
-        return PiperVoice(session=session, config=settings)
+        voice = PiperVoice(session=session, config=settings)
+        voice.phonemize = _one_at_a_time(voice.phonemize)  # type: ignore[method-assign]
+        return voice
 
     return models.load(f"piper {model} {'cuda' if cuda else f'cpu {threads} threads'}", loader)
+
+
+def _one_at_a_time(phonemize: Callable[[str], list[list[str]]]) -> Callable[[str], list[list[str]]]:
+    """Piper's phonemize, for one text at a time in this process: espeak-ng, which it calls,
+    keeps one global state, and a batch's texts are spoken on threads side by side."""
+
+    def phonemized(text: str) -> list[list[str]]:
+        with _ESPEAK:
+            return phonemize(text)
+
+    return phonemized
 
 
 def settings(voice: PiperVoice, speed: float, speaker: int | str | None) -> SynthesisConfig:

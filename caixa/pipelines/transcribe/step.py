@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -32,6 +31,7 @@ from caixa.pipelines.base import (
     StepResult,
     rules_folder,
 )
+from caixa.pipelines.common import side_by_side
 from caixa.pipelines.common.language import code as language_code
 from caixa.pipelines.common.timecode import clock
 from caixa.pipelines.transcribe import media, whisper
@@ -122,15 +122,7 @@ class TranscribeStep(BaseStep):
         on 2 cores it heard 1.84x the memos/s (bench/batching.py), the same text. On a GPU, one after another. A
         recording that fails, fails alone."""
         model, threads, at_once = _model(jobs[0], params, len(jobs))
-
-        def hear(job: StepInput) -> StepResult | Exception:
-            try:
-                return self._hear(job, params, model, threads)
-            except Exception as exc:  # its own failure, as `run` would raise it
-                return exc
-
-        with ThreadPoolExecutor(at_once) as side_by_side:
-            return list(side_by_side.map(hear, jobs))
+        return side_by_side.each(lambda job: self._hear(job, params, model, threads), jobs, at_once)
 
     def _hear(
         self, job: StepInput, params: TranscribeParams, model: WhisperModel, threads: int
