@@ -96,3 +96,12 @@ def is_no_room(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA and ROCm alike), or Python's own MemoryError."""
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "out of memory" in str(exc).lower()
+    )

@@ -1,5 +1,6 @@
 """Which filesystem a folder lives on, read from /proc/self/mountinfo: inotify sees nothing
-that another machine writes to a network share, so such inboxes are polled."""
+that another machine writes to a network share, so such inboxes are polled; and only a local
+filesystem's ctime tells how long a file has rested."""
 
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ NETWORK_FILESYSTEMS = frozenset(
         "davfs", "ncpfs", "coda", "gpfs", "beegfs", "orangefs", "ocfs2", "gfs2",
         "fuse.sshfs", "fuse.glusterfs", "fuse.rclone", "fuse.s3fs", "fuse.davfs2",
         "fuse.cephfs", "fuse.gvfsd-fuse", "fuse.smbnetfs",
+    }
+)  # fmt: skip
+
+
+# Filesystems that keep this machine's kernel's times (a ctime set by its own clock); others
+# (network shares, a VM's shared folders, FUSE) may carry another machine's or a cached one.
+LOCAL_FILESYSTEMS = frozenset(
+    {
+        "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "reiserfs", "nilfs2", "bcachefs",
+        "zfs", "tmpfs", "overlay",
     }
 )  # fmt: skip
 

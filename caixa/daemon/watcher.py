@@ -2,11 +2,13 @@
 
 A file is ready once it is complete: closed by its writer and then unchanged for a moment, or,
 when no close was seen (found by a scan, or on a network share), unchanged for the settle
-time. On a local filesystem that time counts from the file's last change as the kernel
-recorded it (its ctime, which every write, rename or timestamp change sets): a file that had
-rested in its inbox before the daemon started is taken at the first look, not a settle time
-later. A network share's ctime comes from another machine's clock, so there the time counts
-from the first look. Temp names and dotfiles are ignored; anything but a regular file is refused.
+time. On a local filesystem (mounts.LOCAL_FILESYSTEMS, the inbox's own device) a scan counts
+that time from the file's last change as this machine's kernel recorded it (its ctime, which
+every write, rename or timestamp change sets): a file that had rested in its inbox before the
+daemon started is taken at the first look, not a settle time later. Elsewhere (a network share,
+a VM's shared folder, FUSE, a mount inside the inbox) the ctime may come from another clock, so
+the time counts from the first look. Temp names and dotfiles are ignored; anything but a
+regular file is refused.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGroupe
 from caixa import log
 from caixa.config.settings import Settings
 from caixa.daemon.intake import is_temp_name, refusal
-from caixa.daemon.mounts import is_network
+from caixa.daemon.mounts import LOCAL_FILESYSTEMS, filesystem_type, is_network
 from caixa.errors import NO_ROOM_ERRNOS
 from caixa.home import Home
 
@@ -192,12 +194,22 @@ class Watcher:
         for inbox, (recursive, _) in self.inboxes.items():
             if only_polled and inbox not in self.polled:
                 continue
-            self._scan_dir(inbox, recursive, local=inbox not in self.polled)
+            self._scan_dir(inbox, recursive, self._own_clock(inbox))
         # A scan that ends with no candidate proves that no file waits to be taken: what a
         # person (or a test) checks "this file was left alone" against, rather than a clock.
         logger.debug("scan finished", polled_only=only_polled, candidates=self.pending())
 
-    def _scan_dir(self, folder: Path, recursive: bool, local: bool = True) -> None:
+    def _own_clock(self, inbox: Path) -> int | None:
+        """The device of an inbox whose files' ctimes this machine's clock set, or None."""
+        if inbox in self.polled or filesystem_type(inbox) not in LOCAL_FILESYSTEMS:
+            return None
+        try:
+            return inbox.stat().st_dev
+        except OSError:
+            return None
+
+    def _scan_dir(self, folder: Path, recursive: bool, device: int | None = None) -> None:
+        """Note the files in `folder`; those on `device` with the time they have rested."""
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
@@ -213,7 +225,7 @@ class Watcher:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if recursive and self._wanted_dir(path):
-                    self._scan_dir(path, recursive, local)
+                    self._scan_dir(path, recursive, device)
                 continue
             reason = refusal(st.st_mode, path)
             if reason:
@@ -224,7 +236,7 @@ class Watcher:
             with self._lock:
                 known = path in self._cands
             if not known and self._wanted(path):
-                self.note(path, seen=st if local else None)
+                self.note(path, seen=st if st.st_dev == device else None)
 
     def _wanted_dir(self, path: Path) -> bool:
         real = Path(os.path.realpath(path))

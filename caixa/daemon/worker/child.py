@@ -42,21 +42,12 @@ from caixa.daemon.worker.protocol import (
     WorkerConfig,
     describe,
 )
-from caixa.errors import StepError
+from caixa.errors import StepError, out_of_memory
 from caixa.pipelines.base import Step, StepResult, unheard
 from caixa.pipelines.registry import default_registry
 
 logger = log.get("caixa.worker")
 PROGRESS_EVERY = 1.0  # seconds between two Progress messages of one step
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """torch's OutOfMemoryError (CUDA and ROCm alike), or Python's own MemoryError."""
-    return (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"
-        or "out of memory" in str(exc).lower()
-    )
 
 
 class Worker:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,40 +28,38 @@ if TYPE_CHECKING:
 
 CPU = "CPUExecutionProvider"
 FOLDER = "onnx"
+SCRATCH = "."  # a copy being written: `.NAME.PID`
+STALE_SCRATCH = 600  # seconds: a scratch file older than this is no live process's
 
 
 def session(
     model: Path, options: onnxruntime.SessionOptions, providers: list[Any], home: Path | None
 ) -> onnxruntime.InferenceSession:
-    """`model`'s session; from its optimised copy in `home` when it runs on the CPU alone."""
+    """`model`'s session; from its optimised copy in `home` when it runs on the CPU alone. The
+    copy is only a shortcut: whatever goes wrong with it, the model's own file is opened."""
     import onnxruntime as ort
 
-    copy = _copy_of(model, Home(home).models / FOLDER) if home and providers == [CPU] else None
-    if copy is None:
-        return ort.InferenceSession(str(model), options, providers=providers)
+    if home is not None and providers == [CPU]:
+        with contextlib.suppress(Exception):  # a damaged model raises again just below
+            return _through_copy(model, options, providers, Home(home).models / FOLDER)
+    return ort.InferenceSession(str(model), options, providers=providers)
+
+
+def _through_copy(
+    model: Path, options: onnxruntime.SessionOptions, providers: list[Any], folder: Path
+) -> onnxruntime.InferenceSession:
+    """The session from the optimised copy, made first when there is none (or it will not
+    open: cut short, damaged)."""
+    import onnxruntime as ort
+
+    copy = _copy_of(model, folder)
     if copy.exists():
         try:
             return ort.InferenceSession(str(copy), options, providers=providers)
         except Exception:  # onnxruntime raises many kinds for a damaged file: make it again
-            with contextlib.suppress(OSError):
-                copy.unlink()
-    scratch = _clear(copy)
-    if scratch is not None:
-        with contextlib.suppress(Exception):  # not savable: over 2 GB, its weights kept beside
-            return _saving(model, options, providers, scratch, copy)
-    return ort.InferenceSession(str(model), options, providers=providers)
-
-
-def _saving(
-    model: Path,
-    options: onnxruntime.SessionOptions,
-    providers: list[Any],
-    scratch: Path,
-    copy: Path,
-) -> onnxruntime.InferenceSession:
-    """The session, its graph written to `scratch` as it is made, then renamed to `copy`."""
-    import onnxruntime as ort
-
+            copy.unlink(missing_ok=True)
+    _clear(copy)
+    scratch = copy.with_name(f"{SCRATCH}{copy.name}.{os.getpid()}")
     saving = ort.SessionOptions()
     saving.intra_op_num_threads = options.intra_op_num_threads
     saving.inter_op_num_threads = options.inter_op_num_threads
@@ -68,37 +67,44 @@ def _saving(
     saving.optimized_model_filepath = str(scratch)
     try:
         made = ort.InferenceSession(str(model), saving, providers=providers)
-        scratch.chmod(0o644)  # a `caixa` command run by another user opens it too
-        os.replace(scratch, copy)
+        with contextlib.suppress(OSError):  # no copy this time; the session is made
+            _publish(scratch, copy)
         return made
     finally:
-        with contextlib.suppress(OSError):
-            scratch.unlink()
+        scratch.unlink(missing_ok=True)
 
 
-def _copy_of(model: Path, folder: Path) -> Path | None:
+def _copy_of(model: Path, folder: Path) -> Path:
     """Where `model`'s optimised copy is kept: a folder per model file, a name per version of
-    it and of onnxruntime. None when the model cannot be read."""
+    it and of onnxruntime."""
     import onnxruntime as ort
 
-    try:
-        st = model.stat()
-    except OSError:
-        return None
+    st = model.stat()
     where = hashlib.sha256(os.fsencode(model.resolve())).hexdigest()[:16]
     which = hashlib.sha256(f"{st.st_size} {st.st_mtime_ns} {ort.__version__}".encode())
     return folder / where / f"{model.stem}-{which.hexdigest()[:16]}.onnx"
 
 
-def _clear(copy: Path) -> Path | None:
-    """Make room for `copy`: its folder made, what earlier copies of the model left removed
-    (another version's copy; a scratch file of a process that died). The scratch name it is
-    written to first, or None when the folder cannot be written."""
+def _clear(copy: Path) -> None:
+    """Make room for `copy`: its folder made, and removed what earlier copies of the model
+    left: another version's copy, a scratch file of a process that died (old enough to be no
+    live one's: another worker may be writing its own now)."""
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    stale = time.time() - STALE_SCRATCH
+    for old in copy.parent.iterdir():
+        if old != copy and (not old.name.startswith(SCRATCH) or old.stat().st_mtime < stale):
+            old.unlink(missing_ok=True)
+
+
+def _publish(scratch: Path, copy: Path) -> None:
+    """The written graph renamed into place, synced first: after a power cut the copy is
+    whole or absent, never a file of zeroed blocks that still opens."""
+    scratch.chmod(0o644)  # a `caixa` command run by another user opens it too
+    with scratch.open("rb") as written:
+        os.fsync(written.fileno())
+    os.replace(scratch, copy)
+    fd = os.open(copy.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        for old in copy.parent.iterdir():
-            if old != copy:
-                old.unlink()
-    except OSError:
-        return None
-    return copy.with_name(f".{copy.name}.{os.getpid()}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)

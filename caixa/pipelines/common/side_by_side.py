@@ -1,6 +1,7 @@
 """A batch's jobs run side by side on threads of the worker: for models whose one call spreads
 badly over threads (CTranslate2's Whisper, Piper's voices) while calls at once, a thread each,
-keep every core busy. Each job gets a result or its own failure."""
+keep every core busy. Each job gets a result or its own failure, except running out of memory,
+which ends the batch: the worker then runs each job alone, with its retries for memory."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from caixa.errors import out_of_memory
 from caixa.pipelines.base import StepInput, StepResult
 
 
@@ -21,6 +23,8 @@ def each(
         try:
             return context.run(run, job)
         except Exception as exc:  # its own failure, as `run` alone would raise it
+            if out_of_memory(exc):
+                raise
             return exc
 
     contexts = [contextvars.copy_context() for _ in jobs]

@@ -106,8 +106,10 @@ class TranscribeStep(BaseStep):
     @classmethod
     def threads_follow(cls, params: TranscribeParams) -> bool:
         """On a CPU the recordings of a batch are heard side by side, one thread each, as many
-        at once as the lane's budget gives threads: every core while no CPU step runs."""
-        return True
+        at once as the lane's budget gives threads (every core while no CPU step runs) and
+        memory allows copies. A model too large for two copies, or the rule's own `threads`,
+        keeps the share: CTranslate2 fixes a model's threads when it loads."""
+        return params.threads is None and _copies(params) > 1
 
     def run(self, job: StepInput, params: TranscribeParams) -> StepResult:
         model, threads, _ = _model(job, params, 1)
@@ -190,20 +192,31 @@ class TranscribeStep(BaseStep):
 
 def _model(job: StepInput, params: TranscribeParams, wanted: int) -> tuple[WhisperModel, int, int]:
     """Whisper for up to `wanted` recordings, the threads each is heard on, and how many it
-    hears at once. Side by side on a CPU: a worker per thread the lane gives (a model per
-    budget), each on one thread and holding a copy of the model, as many as
-    SIDE_BY_SIDE_MEMORY holds. Alone, or on a GPU: every thread the lane gives."""
+    hears at once. On a CPU, when the budget gives several threads: a worker per thread, each
+    on one thread and holding a copy of the model (a recording alone uses one), so a model per
+    budget count. Else (the share of one thread, a model too large for copies, the rule's own
+    `threads`, a GPU): the model on every thread given, one recording after another."""
     try:
         path = whisper.folder(params.model, job.home)
     except models.ModelNotFoundError as exc:
         raise StepError(f"cannot use the Whisper model {params.model!r}: {exc}") from exc
     threads = params.threads or job.threads
-    weights = path / "model.bin"  # missing: whisper.load says what is wrong with the folder
-    copies = 1 + SIDE_BY_SIDE_MEMORY // max(1, weights.stat().st_size if weights.is_file() else 0)
-    workers = min(threads, copies) if job.device == "cpu" else 1
-    if min(wanted, workers) > 1:
+    workers = min(threads, _copies(params)) if job.device == "cpu" and not params.threads else 1
+    if workers > 1:
         return whisper.load(path, job.device, 1, workers=workers), 1, min(wanted, workers)
     return whisper.load(path, job.device, threads), threads, 1
+
+
+def _copies(params: TranscribeParams) -> int:
+    """How many copies of the model SIDE_BY_SIDE_MEMORY holds (about its model.bin each)."""
+    weights = Path(params.model) / "model.bin"
+    if params.model == whisper.PACKAGED:
+        size = whisper.MODEL_SIZE
+    elif weights.is_file():
+        size = weights.stat().st_size
+    else:  # whisper.load says what is wrong with the folder
+        return 1
+    return 1 + SIDE_BY_SIDE_MEMORY // size
 
 
 def _options(params: TranscribeParams, language: str | None) -> dict[str, Any]:
