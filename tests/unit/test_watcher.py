@@ -58,27 +58,23 @@ def test_a_file_seen_by_a_scan_waits_for_the_settle_time(watcher, tmp_path: Path
 
 
 @pytest.mark.parametrize("polled", [False, True], ids=["local", "network share"])
-def test_a_file_that_had_rested_before_the_scan_is_taken_at_the_first_look(
-    tmp_path: Path, polled: bool
+def test_the_settle_time_of_a_scanned_file_counts_from_its_last_change(
+    watcher, tmp_path: Path, polled: bool
 ) -> None:
-    """The settle time counts from the file's last change (its ctime), not from the scan: a
+    """On a local filesystem the wait counts from the file's ctime, not from the first look: a
     file that lay in its inbox while the daemon was stopped is not kept waiting at the start.
     Not on a network share, whose ctime comes from another machine's clock."""
-    settings = Settings(home=tmp_path / "home", settle_seconds=0.05)
+    w, _ = watcher
     inbox = tmp_path / "in"
-    inbox.mkdir()
-    w = Watcher({inbox: (False, polled)}, settings, [], lambda p, r: None, threading.Event())
     if polled:
         w.polled.add(inbox)  # what start() decides for a share
     path = inbox / "old.txt"
     path.write_text("written before the daemon started")
-    while time.time() - path.stat().st_ctime < settings.settle_seconds:  # the file rests
-        time.sleep(0.01)
     w.scan()
-    now = time.monotonic()
-    assert w.due(now) == ([] if polled else [path])
-    if polled:
-        assert w.due(now + 1) == [path]
+    first_look = time.monotonic() + w.settings.settle_seconds  # the settle time after the write
+    assert w.due(first_look) == ([] if polled else [path])
+    if polled:  # the settle time from the first look
+        assert w.due(first_look + w.settings.settle_seconds) == [path]
 
 
 def test_a_change_restarts_the_wait(watcher, tmp_path: Path) -> None:
