@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -132,14 +132,9 @@ class Worker:
         notes = [f"unloaded {', '.join(evicted)} to make room for {first.model}"] if evicted else []
         threads = self._use_threads(self._budget(step, params, first))
         jobs = [replace(t.job, device=placed[0], threads=threads) for t in batch.tasks]
-        teller = _Teller(self.send) if self.send else None  # a batch shows as its first job
-        jobs[0] = replace(jobs[0], progress=teller or unheard)
-        try:
-            with models.serving(first.model):
-                outcomes = list(step().run_batch(jobs, params))  # type: ignore[attr-defined]
-        finally:
-            if teller is not None:
-                teller.stop()
+        with self._telling() as progress, models.serving(first.model):
+            jobs[0] = replace(jobs[0], progress=progress)  # a batch shows as its first job
+            outcomes = list(step().run_batch(jobs, params))  # type: ignore[attr-defined]
         if len(outcomes) != len(jobs):
             raise StepError(
                 f"{first.step}'s run_batch returned {len(outcomes)} results for {len(jobs)} jobs"
@@ -213,11 +208,16 @@ class Worker:
 
     def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
         threads = self._use_threads(self._budget(step, params, task))
+        with self._telling() as progress, models.serving(task.model):
+            job = replace(task.job, device=device, threads=threads, progress=progress)
+            return step().run(job, params)
+
+    @contextlib.contextmanager
+    def _telling(self) -> Iterator[Callable[[float], None]]:
+        """Where a running step says how far it is: passed on to the daemon until it ends."""
         teller = _Teller(self.send) if self.send else None
-        job = replace(task.job, device=device, threads=threads, progress=teller or unheard)
         try:
-            with models.serving(task.model):
-                return step().run(job, params)
+            yield teller or unheard
         finally:
             if teller is not None:
                 teller.stop()  # a thread the step left behind says no more

@@ -121,8 +121,8 @@ class TranscribeStep(BaseStep):
         """Recordings that wait together, heard side by side on a CPU: one model with a worker
         per thread, each worker hearing one recording on one thread. CTranslate2 spreads one
         recording badly over threads (Whisper base on 2 threads: 1.03x one), while side by side
-        on 2 cores it heard 1.84x the memos/s (bench/batching.py), the same text. On a GPU, one after another. A
-        recording that fails, fails alone."""
+        on 2 cores it heard 1.84x the memos/s (bench/batching.py), the same text. On a GPU, one
+        after another. A recording that fails, fails alone."""
         model, threads, at_once = _model(jobs[0], params, len(jobs))
         return side_by_side.each(lambda job: self._hear(job, params, model, threads), jobs, at_once)
 
