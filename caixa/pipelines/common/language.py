@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import zipfile
 from array import array
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from caixa import models
 from caixa.home import Home
+from caixa.pipelines.common.files import remove_earlier
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 MODULE = "py3langid"  # the detector: a step that detects requires it, and names it as a model
 PROBABILITIES = {"norm_probs": True}  # a softmax over the candidates, not raw log scores
-STALE_SCRATCH = 600  # seconds: an unpacking takes under one
 
 # The languages caixa translates out of the box and the common ones a user's argos models add:
 # enough to tell Spanish from Portuguese, few enough that a short line is not read as Catalan.
@@ -139,10 +138,7 @@ def _unpack(packed: Path, copy: Path) -> bool:
     scratch file that a crash left half written (one that old is no other process's)."""
     try:
         copy.parent.mkdir(parents=True, exist_ok=True)
-        stale = time.time() - STALE_SCRATCH
-        for old in copy.parent.glob("*py3langid-*.npz*"):
-            if old != copy and (old.name.startswith("py3langid-") or old.stat().st_mtime < stale):
-                old.unlink()
+        remove_earlier(copy, copy.parent.glob("*py3langid-*.npz*"))
         fd, scratch = tempfile.mkstemp(prefix=f".{copy.name}.", dir=copy.parent)
     except OSError:
         return False

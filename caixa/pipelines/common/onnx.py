@@ -17,19 +17,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caixa.home import Home
+from caixa.pipelines.common.files import remove_earlier
 
 if TYPE_CHECKING:
     import onnxruntime
 
 CPU = "CPUExecutionProvider"
 FOLDER = "onnx"
-SCRATCH = "."  # a copy being written: `.NAME.PID`
-STALE_SCRATCH = 600  # seconds: a scratch file older than this is no live process's
 
 
 def session(
@@ -58,8 +56,9 @@ def _through_copy(
             return ort.InferenceSession(str(copy), options, providers=providers)
         except Exception:  # onnxruntime raises many kinds for a damaged file: make it again
             copy.unlink(missing_ok=True)
-    _clear(copy)
-    scratch = copy.with_name(f"{SCRATCH}{copy.name}.{os.getpid()}")
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    remove_earlier(copy, copy.parent.iterdir())
+    scratch = copy.with_name(f".{copy.name}.{os.getpid()}")
     saving = ort.SessionOptions()
     saving.intra_op_num_threads = options.intra_op_num_threads
     saving.inter_op_num_threads = options.inter_op_num_threads
@@ -83,17 +82,6 @@ def _copy_of(model: Path, folder: Path) -> Path:
     where = hashlib.sha256(os.fsencode(model.resolve())).hexdigest()[:16]
     which = hashlib.sha256(f"{st.st_size} {st.st_mtime_ns} {ort.__version__}".encode())
     return folder / where / f"{model.stem}-{which.hexdigest()[:16]}.onnx"
-
-
-def _clear(copy: Path) -> None:
-    """Make room for `copy`: its folder made, and removed what earlier copies of the model
-    left: another version's copy, a scratch file of a process that died (old enough to be no
-    live one's: another worker may be writing its own now)."""
-    copy.parent.mkdir(parents=True, exist_ok=True)
-    stale = time.time() - STALE_SCRATCH
-    for old in copy.parent.iterdir():
-        if old != copy and (not old.name.startswith(SCRATCH) or old.stat().st_mtime < stale):
-            old.unlink(missing_ok=True)
 
 
 def _publish(scratch: Path, copy: Path) -> None:
