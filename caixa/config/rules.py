@@ -355,7 +355,14 @@ def _describe(
 ) -> str:
     out = []
     for err in exc.errors():
-        loc = tuple(part for part in err["loc"] if not _is_validator_tag(part))
+        # pydantic's own tags dropped; a key the file names (unknown, missing) kept as written,
+        # even one that looks like a tag ("[")
+        raw = err["loc"]
+        loc = tuple(part for part in raw[:-1] if not _is_validator_tag(part))
+        if raw and (
+            err["type"] in ("extra_forbidden", "missing") or not _is_validator_tag(raw[-1])
+        ):
+            loc = (*loc, raw[-1])
         full = (*prefix, *loc)
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(model, loc[:-1])) or "none"

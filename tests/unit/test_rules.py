@@ -49,6 +49,10 @@ def error(tmp_path: Path, text: str) -> str:
             "rules:\n  - name: a\n    inbox: in\n    steps:\n      - text: {lang: pt}\n",
             "rules.yaml:5: rules[0].steps[0].text.lang: unknown key 'lang' (allowed: encoding, newline)",
         ),
+        (  # a key that looks like one of pydantic's own tags is still the file's key
+            "rules:\n  - name: a\n    inbox: in\n    steps:\n      - copy: {'[': 1}\n",
+            "rules.yaml:5: rules[0].steps[0].copy.[: unknown key '[' (allowed: none)",
+        ),
         (
             "rules:\n  - name: a\n    inbox: in\n    steps: [copy]\n    output: '{rule}/{nome}'\n",
             "rules.yaml:5: rules[0].output: output template uses {nome}, which is not known",
