@@ -26,7 +26,7 @@ from caixa.daemon.fsutil import durable_move, free_name
 from caixa.daemon.journal import TERMINAL, Job, Journal, State, StepRun
 from caixa.daemon.policy import Waiting
 from caixa.daemon.workarea import NotRegularError, WorkArea
-from caixa.daemon.worker.protocol import Failure, Reply, Task
+from caixa.daemon.worker.protocol import Failure, Preload, Reply, Task
 from caixa.errors import InputError, NoRoomError, StepError
 from caixa.home import Home
 from caixa.nofollow import open_regular
@@ -97,6 +97,20 @@ class JobRunner:
             return Resource(spec["resource"])
         found = self.registry.availability(spec["name"])  # a plan from an older caixa
         return found.step.resource if found.step is not None else Resource.cpu
+
+    def coming(self, job: Job) -> Preload | None:
+        """The first model step still ahead of an unfinished job, as the accelerator lane
+        would load its model ahead (threads left to the lane)."""
+        if job.state not in (State.claiming, State.queued, State.running):
+            return None
+        lanes = ((i, self._step_lane(job, i)) for i in range(job.step, len(job.steps)))
+        idx = next((i for i, lane in lanes if lane is Resource.accelerator), None)
+        if idx is None:
+            return None
+        spec = job.steps[idx]
+        if not hasattr(self.registry.availability(spec["name"]).step, "preload"):
+            return None
+        return Preload(spec["name"], spec["params"], spec.get("model"), self.home, None)
 
     def waiting(self, job_id: str) -> Waiting:
         """The job as the accelerator lane's policy sees it: the model its next step would

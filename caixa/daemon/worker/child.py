@@ -35,6 +35,7 @@ from caixa.daemon.worker.protocol import (
     Batch,
     Failure,
     Hello,
+    Preload,
     Progress,
     Reply,
     Task,
@@ -63,9 +64,11 @@ class Worker:
         self.threads = 0  # what the last step ran with (and its cores, when pinned)
         self._use_threads(min(config.threads, len(self.cores)))
 
-    def handle(self, request: Task | Batch | Unload) -> Reply:
+    def handle(self, request: Task | Batch | Preload | Unload) -> Reply:
         if isinstance(request, Batch):
             return self._batch(request)
+        if isinstance(request, Preload):
+            return self._preload(request)
         if isinstance(request, Unload):
             gone = models.unload(request.models)
             if gone:
@@ -121,6 +124,26 @@ class Worker:
         ]
         return self._reply(each=each, loaded_from=before)
 
+    def _preload(self, request: Preload) -> Reply:
+        """The step's model loaded as its `run` would load it. Best effort: a load that fails
+        here fails again in the step, which says so in its job's error."""
+        before = {r.name for r in models.resident()}
+        with bound_contextvars(step=request.step):
+            try:
+                step = default_registry().get(request.step)
+                preload = getattr(step, "preload", None)  # a step not built on BaseStep
+                if preload is not None:
+                    params = step.Params.model_validate(request.params)
+                    models.make_room(request.model, self.budget)
+                    threads = self._use_threads(self._budget(step, params, request.threads))
+                    with models.serving(request.model):
+                        preload(params, self._place(step, params)[0], threads, request.home)
+            except Exception as exc:
+                if request.model and request.model not in before:  # what it half loaded
+                    models.unload([request.model])
+                logger.info("model not loaded ahead", model=request.model, error=str(exc))
+        return self._reply(loaded_from=before)
+
     def _run_batch(
         self, batch: Batch
     ) -> tuple[list[StepResult | Exception], tuple[str, str], list[str]]:
@@ -130,7 +153,7 @@ class Worker:
         placed = self._place(step, params)
         evicted = models.make_room(first.model, self.budget)
         notes = [f"unloaded {', '.join(evicted)} to make room for {first.model}"] if evicted else []
-        threads = self._use_threads(self._budget(step, params, first))
+        threads = self._use_threads(self._budget(step, params, first.threads))
         jobs = [replace(t.job, device=placed[0], threads=threads) for t in batch.tasks]
         with self._telling() as progress, models.serving(first.model):
             jobs[0] = replace(jobs[0], progress=progress)  # a batch shows as its first job
@@ -183,14 +206,14 @@ class Worker:
         gone = "cpu: the GPU ran out of memory twice (cpu_fallback: true)"
         return result, ("cpu", gone), [*notes, "ran on the CPU: the GPU ran out of memory twice"]
 
-    def _budget(self, step: type[Step], params: Any, task: Task) -> int:
-        """The lane's count for this step (every core while no CPU step runs) when its
+    def _budget(self, step: type[Step], params: Any, given: int | None) -> int:
+        """The lane's count for this step (`given`: every core while no CPU step runs) when its
         model takes a new count per call; else the share, which a model fixes at load."""
         share = min(self.config.threads, len(self.cores))
         follows = getattr(step, "threads_follow", None)  # a step not built on BaseStep: no
-        if task.threads is None or follows is None or not follows(params):
+        if given is None or follows is None or not follows(params):
             return share
-        return min(max(share, task.threads), len(self.cores))  # a Ray node: all of its own
+        return min(max(share, given), len(self.cores))  # a Ray node: all of its own
 
     def _use_threads(self, count: int) -> int:
         """Run on `count` threads (and, pinned, on `count` cores): every thread of this process
@@ -207,7 +230,7 @@ class Worker:
         return count
 
     def _run(self, step: type[Step], params: Any, task: Task, device: str) -> StepResult:
-        threads = self._use_threads(self._budget(step, params, task))
+        threads = self._use_threads(self._budget(step, params, task.threads))
         with self._telling() as progress, models.serving(task.model):
             job = replace(task.job, device=device, threads=threads, progress=progress)
             return step().run(job, params)

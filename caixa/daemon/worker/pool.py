@@ -28,6 +28,7 @@ from caixa.daemon.worker.protocol import (
     Batch,
     Budget,
     Hello,
+    Preload,
     Progress,
     RemoteStepError,
     Reply,
@@ -102,6 +103,16 @@ class WorkerProcess:
             raise RemoteStepError(reply.failure)
         return reply
 
+    def preload(self, request: Preload, timeout: float) -> Reply:
+        """Start the worker if need be and load a step's model (protocol.Preload)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            logger.warning("worker died while idle", worker=self.name, code=self.kill())
+        self._ensure()
+        try:
+            return self._call(request, timeout)
+        except TimeoutError:
+            raise StepTimeoutError(f"loading {request.model} took over {timeout:g} s") from None
+
     def unload(self, names: list[str]) -> None:
         if self.conn is not None:
             self._call(Unload(names), UNLOAD_TIMEOUT)
@@ -133,7 +144,7 @@ class WorkerProcess:
         logger.info("worker started", worker=self.name, pid=self.pid, device=self.hello.device)
         return self.hello
 
-    def _call(self, request: Task | Batch | Unload, timeout: float) -> Reply:
+    def _call(self, request: Task | Batch | Preload | Unload, timeout: float) -> Reply:
         assert self.conn is not None
         try:
             self.conn.send(request)
@@ -215,6 +226,21 @@ class WorkerPool:
                 return worker.run(task, timeout, budget)
             finally:
                 self.on_change()
+
+    def preload(self, request: Preload, timeout: float) -> Reply | None:
+        """Load a step's model in the worker its step will get; None when the daemon stops or
+        the load went wrong (the step then loads it, or says why not)."""
+        try:
+            with self._lease() as worker:
+                try:
+                    return worker.preload(request, timeout)
+                finally:
+                    self.on_change()
+        except Draining:
+            return None
+        except Exception as exc:  # best effort: the step's own run reports what is wrong
+            logger.warning("could not load a model ahead", model=request.model, error=str(exc))
+            return None
 
     @contextmanager
     def _lease(self) -> Iterator[WorkerProcess]:

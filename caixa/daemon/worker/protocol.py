@@ -1,7 +1,7 @@
 """What the daemon and a worker process say to each other, as plain picklable data.
 
-A WorkerConfig first, answered by a Hello; then Task, Batch and Unload requests, each answered
-by a Reply (a Batch's holds one Reply per task, in order), which a long step's Progress
+A WorkerConfig first, answered by a Hello; then Task, Batch, Preload and Unload requests, each
+answered by a Reply (a Batch's holds one Reply per task, in order), which a long step's Progress
 messages may precede. A step's exception crosses as a Failure, classified once, here, for both sides.
 """
 
@@ -11,6 +11,7 @@ import errno
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from caixa import models
@@ -92,6 +93,18 @@ class Progress:
     """How far the running step is, 0..1, sent before its Reply."""
 
     done: float
+
+
+@dataclass(frozen=True)
+class Preload:
+    """Load the model of a step that a job will soon reach, while the lane has nothing to run:
+    its first job then waits neither for the worker to start nor for the load."""
+
+    step: str
+    params: dict[str, Any]
+    model: str | None
+    home: Path
+    threads: int | None  # as Task.threads: the count the step will most likely run with
 
 
 @dataclass(frozen=True)

