@@ -64,7 +64,7 @@ class StateFile:
         self.path = Home(home).lanes
         self.snapshot = snapshot
         self._dirty = threading.Event()
-        self._closed = False
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="caixa-state", daemon=True)
 
     def start(self) -> None:
@@ -78,12 +78,12 @@ class StateFile:
     def _loop(self) -> None:
         while True:
             self._dirty.wait()
-            if self._closed:
+            if self._closing.is_set():
                 return
             self._dirty.clear()
             with contextlib.suppress(OSError):  # a view only: the next change writes it again
                 self._write()
-            time.sleep(WRITE_EVERY)
+            self._closing.wait(WRITE_EVERY)  # a write at most this often; a stop need not wait
 
     def _write(self) -> None:
         data = {"pid": os.getpid(), "updated_at": time.time(), **self.snapshot()}
@@ -92,7 +92,7 @@ class StateFile:
     def close(self) -> None:
         if not self._thread.is_alive():
             return
-        self._closed = True
+        self._closing.set()
         self._dirty.set()
         self._thread.join()
         self.path.unlink(missing_ok=True)
