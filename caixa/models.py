@@ -169,8 +169,14 @@ def unload(names: Iterable[str] | None = None) -> list[str]:
 
 def make_room(model: str | None, budget: int) -> list[str]:
     """Unload the least recently used models until `model` fits beside the rest in `budget`
-    bytes. A model of unknown size is taken to need the whole budget: loading blind next to
-    another model is how small GPUs run out of memory."""
+    bytes (`crowded_out`)."""
+    return unload(crowded_out(model, budget))
+
+
+def crowded_out(model: str | None, budget: int) -> list[str]:
+    """The least recently used models that must go for `model` to fit beside the rest in
+    `budget` bytes. A model of unknown size is taken to need the whole budget: loading blind
+    next to another model is how small GPUs run out of memory."""
     if model is None or model in _resident:
         return []
     need = footprint(model)
@@ -178,7 +184,7 @@ def make_room(model: str | None, budget: int) -> list[str]:
     evict: list[str] = []
     while held and _size(need, budget) + sum(_size(r.size, budget) for r in held) > budget:
         evict.append(held.pop(0).name)
-    return unload(evict)
+    return evict
 
 
 def _size(size: int | None, budget: int) -> int:

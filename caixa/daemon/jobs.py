@@ -110,7 +110,9 @@ class JobRunner:
         spec = job.steps[idx]
         if not hasattr(self.registry.availability(spec["name"]).step, "preload"):
             return None
-        return Preload(spec["name"], spec["params"], spec.get("model"), self.home, None)
+        return Preload(
+            spec["name"], spec["params"], spec.get("model"), self.home, None, spec.get("timeout")
+        )
 
     def waiting(self, job_id: str) -> Waiting:
         """The job as the accelerator lane's policy sees it: the model its next step would

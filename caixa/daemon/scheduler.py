@@ -178,13 +178,17 @@ class Scheduler:
     def _look_ahead(self, job: Job) -> None:
         """While the accelerator lane has nothing to do, let it load the model that a new job
         will reach: the job's CPU steps run meanwhile, and its model step then waits neither
-        for the worker to start nor for the load (a second or more). The model is loaded for
-        every core when its steps take a count per call: that is what a model step gets once
-        the CPU work is done. Not on a cluster, whose nodes load what they are sent."""
+        for the worker to start nor for the load (a second or more). Not on a cluster, whose
+        nodes load what they are sent, nor with no keep-alive (the model would leave at once).
+        Best effort: whatever goes wrong here, the step loads its model itself."""
         pool = self._pools[Resource.accelerator]
-        if isinstance(pool, ray_pool.RayPool) or not self._lane_idle():
+        if isinstance(pool, ray_pool.RayPool) or not self.settings.keep_alive:
             return
-        coming = self.runner.coming(job)
+        try:
+            coming = self.runner.coming(job) if self._lane_idle() else None
+        except Exception as exc:  # an odd plan: its own phases say what is wrong with it
+            logger.warning("cannot look ahead", job=job.id, error=str(exc))
+            return
         if coming is None or coming.model in pool.held():
             return
         every = None if self.settings.accelerator_threads else len(os.sched_getaffinity(0))
@@ -290,7 +294,7 @@ class Scheduler:
         """Load a model ahead on the lane's worker (`_look_ahead`); a step that becomes ready
         meanwhile waits for the load, which it would otherwise make itself."""
         try:
-            reply = pool.preload(ahead, self.settings.step_timeout)
+            reply = pool.preload(ahead, ahead.timeout or self.settings.step_timeout)
             if reply is not None:
                 self._loaded(reply, ahead=True)
         finally:
@@ -487,7 +491,11 @@ class Scheduler:
         workers end with the daemon) and their jobs resume at the next start."""
         with self._cond:
             self._stopping = True
+            preloading = self._preloading
             self._cond.notify_all()
+        if preloading:  # a load ahead no step waits for: its worker ends, as at close
+            for worker in self._pools[Resource.accelerator].workers:
+                worker.kill()
         self._pools[Resource.cpu].drain()  # phases waiting for a CPU worker start no step
         logger.debug("no new step starts")
         deadline = None if grace is None else time.monotonic() + grace

@@ -125,24 +125,35 @@ class Worker:
         return self._reply(each=each, loaded_from=before)
 
     def _preload(self, request: Preload) -> Reply:
-        """The step's model loaded as its `run` would load it. Best effort: a load that fails
-        here fails again in the step, which says so in its job's error."""
+        """The step's model loaded as its `run` would load it: for the lane's share of threads
+        and, when the step takes a count per call, for every core it may get (which of the two
+        the step gets depends on the CPU work then). On the share's cores, as CPU steps run.
+        Never in place of another model: a job under way may need that one. Best effort: a
+        load that fails here fails again in the step, which says so in its job's error."""
         before = {r.name for r in models.resident()}
         with bound_contextvars(step=request.step):
             try:
-                step = default_registry().get(request.step)
-                preload = getattr(step, "preload", None)  # a step not built on BaseStep
-                if preload is not None:
-                    params = step.Params.model_validate(request.params)
-                    models.make_room(request.model, self.budget)
-                    threads = self._use_threads(self._budget(step, params, request.threads))
-                    with models.serving(request.model):
-                        preload(params, self._place(step, params)[0], threads, request.home)
+                self._load_ahead(request)
             except Exception as exc:
                 if request.model and request.model not in before:  # what it half loaded
                     models.unload([request.model])
                 logger.info("model not loaded ahead", model=request.model, error=str(exc))
         return self._reply(loaded_from=before)
+
+    def _load_ahead(self, request: Preload) -> None:
+        step = default_registry().get(request.step)
+        preload = getattr(step, "preload", None)  # a step not built on BaseStep
+        if preload is None:
+            return
+        if crowding := models.crowded_out(request.model, self.budget):
+            logger.info("model not loaded ahead: it would unload", models=crowding)
+            return
+        params = step.Params.model_validate(request.params)
+        device = self._place(step, params)[0]
+        share = self._use_threads(min(self.config.threads, len(self.cores)))
+        with models.serving(request.model):
+            for count in sorted({share, self._budget(step, params, request.threads)}):
+                preload(params, device, count, request.home)
 
     def _run_batch(
         self, batch: Batch

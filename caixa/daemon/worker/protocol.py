@@ -104,7 +104,8 @@ class Preload:
     params: dict[str, Any]
     model: str | None
     home: Path
-    threads: int | None  # as Task.threads: the count the step will most likely run with
+    threads: int | None  # every core, when the step may get them (Task.threads); None: the share
+    timeout: float | None = None  # the rule's limit in seconds; None: the settings' default
 
 
 @dataclass(frozen=True)
