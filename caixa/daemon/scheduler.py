@@ -191,10 +191,9 @@ class Scheduler:
             return
         if coming is None or coming.model in pool.held():
             return
-        every = None if self.settings.accelerator_threads else len(os.sched_getaffinity(0))
         with self._cond:
             if self._lane_idle():
-                self._ahead = replace(coming, threads=every)
+                self._ahead = coming
                 self._cond.notify_all()
         self._open_lanes()
 
@@ -291,11 +290,21 @@ class Scheduler:
                     self._cond.notify_all()
 
     def _preload(self, pool: WorkerPool, ahead: Preload) -> None:
-        """Load a model ahead on the lane's worker (`_look_ahead`); a step that becomes ready
-        meanwhile waits for the load, which it would otherwise make itself."""
+        """Load a model ahead on the lane's worker (`_look_ahead`): for every core first, what
+        a model step gets once the CPU work is done (a step that takes a new count per call
+        keeps a session per count), then for the share, which it gets while CPU work goes on,
+        unless a step is ready by then. A step that becomes ready meanwhile waits for the
+        load, which it would otherwise make itself."""
+        every = None if self.settings.accelerator_threads else len(os.sched_getaffinity(0))
         try:
-            reply = pool.preload(ahead, ahead.timeout or self.settings.step_timeout)
-            if reply is not None:
+            for threads in dict.fromkeys((every, None)):
+                with self._cond:
+                    if self._stopping or len(self._ready):
+                        break
+                timeout = ahead.timeout or self.settings.step_timeout
+                reply = pool.preload(replace(ahead, threads=threads), timeout)
+                if reply is None:
+                    break
                 self._loaded(reply, ahead=True)
         finally:
             with self._cond:

@@ -125,11 +125,10 @@ class Worker:
         return self._reply(each=each, loaded_from=before)
 
     def _preload(self, request: Preload) -> Reply:
-        """The step's model loaded as its `run` would load it: for the lane's share of threads
-        and, when the step takes a count per call, for every core it may get (which of the two
-        the step gets depends on the CPU work then). On the share's cores, as CPU steps run.
-        Never in place of another model: a job under way may need that one. Best effort: a
-        load that fails here fails again in the step, which says so in its job's error."""
+        """The step's model loaded as its `run` would load it with the threads asked for, on
+        the share's cores (CPU steps run meanwhile). Never in place of another model: a job
+        under way may need that one. Best effort: a load that fails here fails again in the
+        step, which says so in its job's error."""
         before = {r.name for r in models.resident()}
         with bound_contextvars(step=request.step):
             try:
@@ -150,10 +149,9 @@ class Worker:
             return
         params = step.Params.model_validate(request.params)
         device = self._place(step, params)[0]
-        share = self._use_threads(min(self.config.threads, len(self.cores)))
+        self._use_threads(min(self.config.threads, len(self.cores)))
         with models.serving(request.model):
-            for count in sorted({share, self._budget(step, params, request.threads)}):
-                preload(params, device, count, request.home)
+            preload(params, device, self._budget(step, params, request.threads), request.home)
 
     def _run_batch(
         self, batch: Batch

@@ -104,7 +104,7 @@ class Preload:
     params: dict[str, Any]
     model: str | None
     home: Path
-    threads: int | None  # every core, when the step may get them (Task.threads); None: the share
+    threads: int | None  # the count to load for, as Task.threads: every core; None: the share
     timeout: float | None = None  # the rule's limit in seconds; None: the settings' default
 
 
