@@ -8,7 +8,9 @@ the next step by model (policy.py), so that models swap as little as possible. W
 it picks can run several jobs at once (`run_batch`) and more jobs wait with the same step and
 params, it takes them along: each job's phase runs as usual on a thread of its own, up to the
 point where it hands its task over, and the tasks then go to the worker as one Batch
-(`_Gather`).
+(`_Gather`). While it has nothing to run or choose from, a new job with a model step ahead
+has it load that step's model (`_look_ahead`: the step's `preload` hook, never in place of
+another model), so the job's CPU steps and the load overlap.
 
 With no GPU the accelerator worker keeps to its share of the cores, so CPU steps still move
 while a model works. The share holds only while there is CPU work: a step the accelerator lane
