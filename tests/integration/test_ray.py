@@ -114,7 +114,10 @@ def cluster_seen(world: World) -> dict[str, Any]:
 
 
 def connected_to(world: World, count: int) -> bool:
-    found = cluster_seen(world)
+    return _connected(cluster_seen(world), count)
+
+
+def _connected(found: dict[str, Any], count: int) -> bool:
     return found.get("state") == "connected" and len(found.get("nodes", [])) == count
 
 
@@ -129,9 +132,10 @@ def on_a_port_of_its_own(world: World) -> int:
 
 
 def only_on(world: World, node_id: str) -> bool:
-    """Connected, with this node as the cluster's only one."""
-    nodes = cluster_seen(world).get("nodes", [])
-    return connected_to(world, 1) and nodes[0]["node_id"] == node_id
+    """Connected, with this node as the cluster's only one (one read of the lanes file: the
+    daemon may rewrite it between two)."""
+    found = cluster_seen(world)
+    return _connected(found, 1) and found["nodes"][0]["node_id"] == node_id
 
 
 def first_job_on_a_node_of(cluster: Cluster, world: World) -> tuple[Any, subprocess.Popen[bytes]]:
