@@ -392,17 +392,24 @@ def run_caixa(name: str, root: Path, rules: Path, n: int) -> float:
     return seconds
 
 
-def run_running(name: str, root: Path, sources: Path, models_from: Path, n: int) -> float:
+def used_home(root: Path, name: str, built: Path) -> Path:
+    """Rule `name`'s rules file under `root`, its home given `built`: the models/ a first run
+    built or unpacked (once a home; mail's steps build nothing)."""
+    rules = rules_file(root, name)
+    if built.exists():
+        shutil.copytree(built, root / "home" / "models")
+    return rules
+
+
+def run_running(name: str, root: Path, sources: Path, built: Path, n: int) -> float:
     """Seconds from the files landing in a running daemon's inbox to the last one finished:
     what a user who leaves caixa running waits for. The daemon is started first (in a home
-    given `models_from`, as the used home) and left idle, its workers not yet started; the
-    files are then renamed in together from a folder on the same filesystem."""
-    rules = rules_file(root, name)
+    given `built`, as the used home) and left idle, its workers not yet started; the files
+    are then renamed in together from a folder on the same filesystem."""
+    rules = used_home(root, name, built)
     inbox = next((root / "inbox").iterdir())
     staged = root / "staged"
     shutil.copytree(sources, staged)
-    if models_from.exists():
-        shutil.copytree(models_from, root / "home" / "models")
     with daemon(rules, root / "home", settle_seconds=0.2, log_format="json") as proc:
         landed = time.time()
         for f in sorted(staged.iterdir()):
@@ -475,16 +482,15 @@ def measure(name: str, n: int, caixa_first: bool) -> dict[str, Any]:
         sources = root / "sources"
         shutil.copytree(inbox, sources)  # the daemon takes its copies away
 
+        built = root / "caixa" / "home" / "models"
+
         def run_caixa_twice() -> tuple[float, float]:
-            """In a new home, then in another that has the first one's models/ (built or
-            unpacked by its first steps, once a home), on the same files."""
+            """In a new home, then in another that has the first one's models/, on the same
+            files."""
             new = run_caixa(name, root / "caixa", rules, n)
             used = root / "used"
-            again = rules_file(used, name)
+            again = used_home(used, name, built)
             shutil.copytree(sources, next((used / "inbox").iterdir()), dirs_exist_ok=True)
-            built = root / "caixa" / "home" / "models"
-            if built.exists():  # mail's steps build nothing
-                shutil.copytree(built, used / "home" / "models")
             return new, run_caixa(name, used, again, n)
 
         load = os.getloadavg()[0]
@@ -494,7 +500,6 @@ def measure(name: str, n: int, caixa_first: bool) -> dict[str, Any]:
         else:
             plain_s, plain = run_plain(name, root, sources)
             new_s, caixa_s = run_caixa_twice()
-        built = root / "caixa" / "home" / "models"
         running_s = run_running(name, root / "running", sources, built, n)
         ours = caixa_saw(name, root / "used" / "outputs")
         same = agreement(name, ours, plain)

@@ -62,7 +62,8 @@ class Worker:
         self.cores = sorted(os.sched_getaffinity(0))  # every core it may use
         self.pinned = config.pin and self.device == "cpu"
         self.threads = 0  # what the last step ran with (and its cores, when pinned)
-        self._use_threads(min(config.threads, len(self.cores)))
+        self.share = min(config.threads, len(self.cores))  # its lane's, on the CPU
+        self._use_threads(self.share)
 
     def handle(self, request: Task | Batch | Preload | Unload) -> Reply:
         if isinstance(request, Batch):
@@ -149,7 +150,7 @@ class Worker:
             return
         params = step.Params.model_validate(request.params)
         device = self._place(step, params)[0]
-        self._use_threads(min(self.config.threads, len(self.cores)))
+        self._use_threads(self.share)
         with models.serving(request.model):
             preload(params, device, self._budget(step, params, request.threads), request.home)
 
@@ -218,11 +219,10 @@ class Worker:
     def _budget(self, step: type[Step], params: Any, given: int | None) -> int:
         """The lane's count for this step (`given`: every core while no CPU step runs) when its
         model takes a new count per call; else the share, which a model fixes at load."""
-        share = min(self.config.threads, len(self.cores))
         follows = getattr(step, "threads_follow", None)  # a step not built on BaseStep: no
         if given is None or follows is None or not follows(params):
-            return share
-        return min(max(share, given), len(self.cores))  # a Ray node: all of its own
+            return self.share
+        return min(max(self.share, given), len(self.cores))  # a Ray node: all of its own
 
     def _use_threads(self, count: int) -> int:
         """Run on `count` threads (and, pinned, on `count` cores): every thread of this process

@@ -85,9 +85,7 @@ class WorkerProcess:
         """Run one step, or a batch of them (whose reply holds each one's outcome), on the
         threads `budget` gives once the worker is up; raise RemoteStepError, WorkerDiedError
         or StepTimeoutError when it does not end well."""
-        if self.proc is not None and self.proc.poll() is not None:
-            logger.warning("worker died while idle", worker=self.name, code=self.kill())
-        self._ensure()
+        self._start()
         task = with_threads(task, budget)
         # a batch shows as its first task, with the batch's limit (the lane's stall check)
         first = replace(task.tasks[0], timeout=timeout) if isinstance(task, Batch) else task
@@ -105,9 +103,7 @@ class WorkerProcess:
 
     def preload(self, request: Preload, timeout: float) -> Reply:
         """Start the worker if need be and load a step's model (protocol.Preload)."""
-        if self.proc is not None and self.proc.poll() is not None:
-            logger.warning("worker died while idle", worker=self.name, code=self.kill())
-        self._ensure()
+        self._start()
         try:
             return self._call(request, timeout)
         except TimeoutError:
@@ -116,6 +112,12 @@ class WorkerProcess:
     def unload(self, names: list[str]) -> None:
         if self.conn is not None:
             self._call(Unload(names), UNLOAD_TIMEOUT)
+
+    def _start(self) -> None:
+        """Up and answering: started again if it died while nobody used it."""
+        if self.proc is not None and self.proc.poll() is not None:
+            logger.warning("worker died while idle", worker=self.name, code=self.kill())
+        self._ensure()
 
     def _ensure(self) -> Hello:
         if self.conn is not None and self.hello is not None:
