@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from caixa import models
 from caixa.errors import InputError, StepError
 from caixa.pipelines.base import Artifact, StepInput, StepResult
 from caixa.pipelines.index.embed import embedder
@@ -19,6 +20,7 @@ from caixa.pipelines.index.store import Store, index_path
 from caixa.pipelines.speech.step import TtsParams, TtsStep
 from caixa.pipelines.transcribe.step import TranscribeParams, TranscribeStep
 from caixa.pipelines.vision.classify import ClassifyParams, ClassifyStep
+from caixa.pipelines.vision.detect import DetectParams, DetectStep
 from tests import speech_clip
 from tests.documents import job_for
 from tests.photos import BUS, ZIDANE
@@ -37,7 +39,7 @@ def test_classify_in_a_batch_labels_each_photo_as_alone_and_a_bad_one_fails_alon
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(BUS.read_bytes()[:50_000])  # a copy that stopped halfway
     photos = [BUS, ZIDANE, cut, BUS]
-    jobs = [job_for(p, tmp_path / f"batch{i}") for i, p in enumerate(photos)]
+    jobs = [replace(job_for(p, tmp_path / f"batch{i}"), threads=2) for i, p in enumerate(photos)]
     params = ClassifyParams()
     together = ClassifyStep().run_batch(jobs, params)
     alone = [
@@ -55,6 +57,41 @@ def test_classify_in_a_batch_labels_each_photo_as_alone_and_a_bad_one_fails_alon
         (report,) = [a.path for a in result.artifacts if a.name.endswith(".json")]
         assert report.parent == jobs[i].workdir  # each job's files in its own folder
         assert json.loads(report.read_text())["image"] == photos[i].name
+
+
+def test_detect_in_a_batch_finds_each_photos_boxes_as_alone_and_a_bad_one_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """On a CPU with two threads, two photos are looked at side by side, each thread with a
+    copy of YOLOv8s of its own; each photo gets the boxes it gets alone."""
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(ZIDANE.read_bytes()[:30_000])
+    photos = [BUS, cut, ZIDANE, BUS]
+    jobs = [replace(job_for(p, tmp_path / f"batch{i}"), threads=2) for i, p in enumerate(photos)]
+    params = DetectParams()
+    together = DetectStep().run_batch(jobs, params)
+    alone = {p: DetectStep().run(job_for(p, tmp_path / p.stem), params) for p in (BUS, ZIDANE)}
+
+    assert isinstance(together[1], InputError) and "truncated" in str(together[1])
+    for i in (0, 2, 3):
+        result, single = together[i], alone[photos[i]]
+        assert isinstance(result, StepResult), result
+        assert result.data["counts"] == single.data["counts"] and result.data["detections"] > 0
+        (report,) = [a.path for a in result.artifacts if a.name.endswith(".json")]
+        assert report.parent == jobs[i].workdir
+        found, expected = (
+            json.loads(r.read_text())["detections"] for r in (report, _report(single))
+        )
+        for box, other in zip(found, expected, strict=True):
+            assert box["label"] == other["label"]
+            assert box["box"] == pytest.approx(other["box"], abs=1.0)
+    copies = [k for r in models.resident() for k in r.keys if k.startswith("ultralytics:")]
+    assert len(copies) == 2, copies  # the second thread's own copy
+
+
+def _report(result: StepResult) -> Path:
+    (report,) = [a.path for a in result.artifacts if a.name.endswith(".json")]
+    return report
 
 
 def text_job(root: Path, name: str, text: str) -> StepInput:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -163,10 +163,7 @@ class TtsStep(BaseStep):
         a time). Piper spreads one sentence badly over threads: on 2 cores, 1.1-1.2x the texts/s
         of one after another on both (bench/batching.py). On a GPU, or with the rule's own
         `threads`, one after another."""
-        cpu = jobs[0].device == "cpu" and not params.threads
-        at_once = min(len(jobs), jobs[0].threads) if cpu else 1
-        alone = [replace(job, threads=1) for job in jobs] if at_once > 1 else jobs
-        return side_by_side.each(lambda job: self.run(job, params), alone, at_once)
+        return side_by_side.on_cpu(lambda job: self.run(job, params), jobs, params.threads)
 
     def run(self, job: StepInput, params: TtsParams) -> StepResult:
         text = _speakable(job, params)

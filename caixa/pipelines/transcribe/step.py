@@ -40,10 +40,6 @@ from caixa.pipelines.transcribe.writers import Segment, Transcript
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
-# Memory for the extra copies of a model that hearing recordings side by side holds (each
-# CTranslate2 worker has its own, about its model.bin: 145 MB for the packaged base), so a large
-# model is heard one recording at a time on a 16 GB machine.
-SIDE_BY_SIDE_MEMORY = 1 << 30
 # Seconds of audio Whisper is given at once: ~19 MB of samples, and a bounded spectrogram,
 # whatever the recording's length. Blocks end at a quiet moment (media.quiet_cut).
 BLOCK_SECONDS = 600.0
@@ -208,7 +204,9 @@ def _model(job: StepInput, params: TranscribeParams, wanted: int) -> tuple[Whisp
 
 
 def _copies(params: TranscribeParams) -> int:
-    """How many copies of the model SIDE_BY_SIDE_MEMORY holds (about its model.bin each)."""
+    """How many copies of the model side by side hearing holds: each CTranslate2 worker has
+    its own, about its model.bin (145 MB for the packaged base), so a large model is heard one
+    recording at a time on a 16 GB machine."""
     weights = Path(params.model) / "model.bin"
     if params.model == whisper.PACKAGED:
         size = whisper.MODEL_SIZE
@@ -216,7 +214,7 @@ def _copies(params: TranscribeParams) -> int:
         size = weights.stat().st_size
     else:  # whisper.load says what is wrong with the folder
         return 1
-    return 1 + SIDE_BY_SIDE_MEMORY // size
+    return side_by_side.copies(size)
 
 
 def _options(params: TranscribeParams, language: str | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, field_validator
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 from caixa import models
 from caixa.errors import StepError
 from caixa.pipelines.base import Artifact, BaseStep, Requirements, Resource, StepInput, StepResult
+from caixa.pipelines.common import side_by_side
 from caixa.pipelines.common.files import json_artifact
 from caixa.pipelines.common.images import load_photo
 from caixa.pipelines.vision import yolo
@@ -72,9 +74,22 @@ class DetectStep(BaseStep):
         smaller = max(320, params.imgsz // 2 // 32 * 32)
         return params.model_copy(update={"imgsz": smaller}) if smaller < params.imgsz else None
 
+    def run_batch(
+        self, jobs: Sequence[StepInput], params: DetectParams
+    ) -> list[StepResult | Exception]:
+        """Photos that wait together, looked at side by side on a CPU: a thread each, each
+        thread with its own copy of the model (ultralytics' predictor takes one call at a
+        time). On 2 cores, side by side found 1.1-1.2x the photos/s of one after another on
+        both, the same boxes (bench/batching.py: torch spreads YOLOv8s well over two threads;
+        the photo's decoding and drawing do not spread). On a GPU, or with the rule's own
+        `threads`, one after another. A photo that fails, fails alone."""
+        most = yolo.copies(models.locate(params.model))
+        return side_by_side.on_cpu(lambda job: self.run(job, params), jobs, params.threads, most)
+
     def run(self, job: StepInput, params: DetectParams) -> StepResult:
         image = load_photo(job.source, job.media_type, self.name, params.max_pixels)
-        model = yolo.load(models.locate(params.model), job.device, job.home, yolo.BOX_TASKS)
+        weights = models.locate(params.model)
+        model = yolo.load(weights, job.device, job.home, yolo.BOX_TASKS, side_by_side.slot())
         started = time.perf_counter()
         found = yolo.detect(
             model,

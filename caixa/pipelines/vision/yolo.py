@@ -22,6 +22,7 @@ from PIL import Image
 from caixa import models
 from caixa.errors import StepError
 from caixa.home import Home
+from caixa.pipelines.common import side_by_side
 from caixa.pipelines.common.threads import use_torch_threads
 
 MODULE = "ultralytics"
@@ -50,9 +51,11 @@ class Found:
         self.result.save(filename=str(target))
 
 
-def load(path: Path, device: str, home: Path, tasks: tuple[str, ...]) -> Any:
+def load(path: Path, device: str, home: Path, tasks: tuple[str, ...], copy: int = 0) -> Any:
     """The YOLO model at `path` (absolute), ready on `device`; a StepError when the file is not
-    ultralytics weights or its task is not one of `tasks`."""
+    ultralytics weights or its task is not one of `tasks`. A copy other than 0 is a model of
+    its own for the thread of a batch that runs in that slot (`side_by_side.slot`): ultralytics'
+    predictor serves one call at a time, under a lock."""
     yolo = library(home).YOLO  # outside models.load: it holds its lock while loading
 
     def loader() -> Any:
@@ -67,9 +70,17 @@ def load(path: Path, device: str, home: Path, tasks: tuple[str, ...]) -> Any:
         model.predict(Image.new("RGB", WARM_UP), device=device, verbose=False)
         return model
 
-    model = models.load(f"ultralytics:{path.resolve()}:{device}", loader)
+    model = models.load(
+        f"ultralytics:{path.resolve()}:{device}" + (f"#{copy}" if copy else ""), loader
+    )
     _check_task(model, path, tasks)  # loaded before, perhaps by another step
     return model
+
+
+def copies(path: Path) -> int:
+    """How many copies of the model at `path` a batch may hold side by side (about its file's
+    size each)."""
+    return side_by_side.copies(path.stat().st_size)
 
 
 def _check_task(model: Any, path: Path, tasks: tuple[str, ...]) -> None:
