@@ -229,4 +229,26 @@ def free_name(folder: Path, name: str) -> Path:
 
 
 def is_inside(path: Path, root: Path) -> bool:
+    """Whether `path` lies in `root` on disk, symlinks followed. The usual case is checked
+    with a look at each folder below `root` that exists (a publish's two or three), not a walk
+    of every folder from `/` twice: a path written under `root` with no `..` can leave it only
+    through a symlink on the way, and one found is followed to where it leads."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = ("..",)
+    if ".." not in parts:
+        here = root
+        for part in parts:
+            here = here / part
+            try:
+                if not stat.S_ISLNK(os.lstat(here).st_mode):
+                    continue
+            except FileNotFoundError:  # nothing below it exists yet, so no symlink either
+                return True
+            except OSError:
+                pass
+            break
+        else:
+            return True
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))

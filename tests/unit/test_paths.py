@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from caixa.daemon import outputs
-from caixa.daemon.fsutil import atomic_write, atomic_write_bytes, fit, safe_name, with_suffix_number
+from caixa.daemon.fsutil import (
+    atomic_write,
+    atomic_write_bytes,
+    fit,
+    is_inside,
+    safe_name,
+    with_suffix_number,
+)
 from caixa.pipelines.base import Artifact
 
 
@@ -102,3 +109,18 @@ def test_atomic_write_leaves_no_temp_file_when_it_fails(tmp_path: Path) -> None:
         atomic_write(tmp_path / "f", boom)
     atomic_write_bytes(tmp_path / "g", b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
+def test_a_path_is_inside_its_root_unless_a_symlink_or_dots_lead_out(tmp_path: Path) -> None:
+    root = tmp_path / "outputs"
+    (root / "r" / "real").mkdir(parents=True)
+    (root / "r" / "out").symlink_to(tmp_path)
+    (root / "r" / "in").symlink_to(root / "r" / "real")
+    (root / "r" / "file").write_text("a file, not a folder")
+    assert is_inside(root / "r" / "real" / "x", root)
+    assert is_inside(root / "r" / "new" / "deeper" / "x", root)  # nothing of it made yet
+    assert is_inside(root / "r" / "in" / "x", root)  # a symlink that stays inside
+    assert is_inside(root / "r" / "file" / "x", root)
+    assert not is_inside(root / "r" / "out" / "x", root)
+    assert not is_inside(root / "r" / ".." / ".." / "x", root)
+    assert not is_inside(tmp_path / "elsewhere", root)
