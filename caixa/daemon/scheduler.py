@@ -60,10 +60,11 @@ logger = log.get("caixa.scheduler")
 
 # CPU-lane phases in flight per CPU worker. Admitting, publishing and settling mostly wait on
 # fsync; with more of them in flight than workers, their syncs share the filesystem's journal
-# commits (the kernel's group commit) while steps still queue for a worker. A `copy` rule on
-# 2,000 files (bench/copy_throughput.py's) ran 1.4-1.9x the files/s with 4 than with 1 on a
-# busy 2-core machine; 8 gained nothing more.
-PHASES_PER_WORKER = 4
+# commits (the kernel's group commit) while steps still queue for a worker. A `copy` rule
+# (bench/copy_throughput.py, 2 cores) on a disk whose flush takes 2 ms (modelled): 0.87x the
+# durable loop's files/s with 4, 1.06x with 8; with a 0.5 ms flush the same with both, and on
+# this VM's disk (flushes in microseconds) 1-2% fewer files/s with 8, within its noise.
+PHASES_PER_WORKER = 8
 
 
 class Scheduler:

@@ -235,7 +235,7 @@ class Watcher:
                 continue
             with self._lock:
                 known = path in self._cands
-            if not known and self._wanted(path):
+            if not known:  # note() looks whether it is wanted
                 self.note(path, seen=st if st.st_dev == device else None)
 
     def _wanted_dir(self, path: Path) -> bool:
