@@ -62,8 +62,9 @@ logger = log.get("caixa.scheduler")
 # fsync; with more of them in flight than workers, their syncs share the filesystem's journal
 # commits (the kernel's group commit) while steps still queue for a worker. A `copy` rule
 # (bench/copy_throughput.py, 2 cores) on a disk whose flush takes 2 ms (modelled): 0.87x the
-# durable loop's files/s with 4, 1.06x with 8; with a 0.5 ms flush the same with both, and on
-# this VM's disk (flushes in microseconds) 1-2% fewer files/s with 8, within its noise.
+# durable loop's files/s with 4, 0.99-1.06x with 8; with a 0.5 ms flush the same with both.
+# On a disk whose flushes cost nothing (this VM's) 8 cost 2-5% (more threads hand the
+# interpreter lock over more often): a PC's disk is the one that counts.
 PHASES_PER_WORKER = 8
 
 
