@@ -123,7 +123,7 @@ class JobRunner:
         batch = None
         if step is not None and hasattr(step, "run_batch"):
             batch = f"{spec['name']} {json.dumps(spec['params'], sort_keys=True)}"
-        return Waiting(job.id, spec.get("model"), spec.get("priority", 0), batch, spec["name"])
+        return Waiting(job.id, spec.get("model"), spec.get("priority", 0), batch)
 
     def advance(self, job_id: str, run: RunStep) -> Next | None:
         """Run the job's next phase (a step through `run`); return where the phase after it

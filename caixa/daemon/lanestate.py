@@ -38,13 +38,6 @@ class Throughput:
         with self._lock:
             self._done.append((time.time(), step, seconds))
 
-    def pace(self, step: str) -> float | None:
-        """The step's mean seconds per job in the window; None when none finished lately."""
-        now = time.time()
-        with self._lock:
-            found = [s for t, name, s in self._done if name == step and t >= now - self.window]
-        return sum(found) / len(found) if found else None
-
     def summary(self) -> dict[str, dict[str, float]]:
         now = time.time()
         with self._lock:

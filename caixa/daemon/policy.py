@@ -10,8 +10,8 @@ swap again. So a full backlog is served in runs of `bound` steps per model: at m
 per `bound` steps, plus one per model. Rule priorities come before all of this.
 
 A step that can run several jobs at once (`run_batch`) takes along the other waiting jobs of
-the same step and params (so the same model): as many as `batch_size` says (BATCH while the
-step's pace is unknown), each counting as a pick, so the bound still holds within one batch.
+the same step and params (so the same model), up to BATCH; each counts as a pick, so the bound
+still holds within one batch's size.
 
 On a Ray cluster there is a lane per node, all taking from one ready set. A lane sees the models
 on the idle nodes (less those another lane's step is going to), the models the other nodes hold
@@ -26,9 +26,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-BATCH = 8  # jobs in one batch while the step's pace is unknown, and at least that many after
-BATCH_MOST = 64  # however quick the step: a batch's jobs publish together, after the last one
-BATCH_SECONDS = 2.0  # how long a batch may hold the lane, at the step's recent pace
+BATCH = 8  # most jobs in one batch: a longer one would hold the lane too long
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,6 @@ class Waiting:
     model: str | None  # what the step would load (`model_of`); None: no model to swap
     priority: int = 0  # the rule's; higher goes first
     batch: str | None = None  # jobs with the same key may run as one batch; None: alone
-    step: str = ""  # the step's name: its pace sizes a batch
 
 
 @dataclass
@@ -126,16 +123,6 @@ class ReadySet:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def batch_size(seconds_each: float | None) -> int:
-    """How many jobs one batch takes: as many as run in about BATCH_SECONDS at the step's
-    recent seconds per job, from BATCH (slow steps keep the lane's turns short, and a step with
-    no pace yet gets that many) to BATCH_MOST. Thirty short notes (`caixa run --once`, four
-    runs each way): e5's stretch from its load to the last note indexed 0.75 -> 0.64 s."""
-    if seconds_each is None:
-        return BATCH
-    return max(BATCH, min(BATCH_MOST, int(BATCH_SECONDS / max(seconds_each, 1e-6))))
 
 
 def _fits(item: Waiting, resident: Collection[str]) -> bool:

@@ -40,7 +40,7 @@ from caixa.daemon.health import ThreadDeaths
 from caixa.daemon.jobs import JobRunner, Next
 from caixa.daemon.journal import Job
 from caixa.daemon.lanestate import StateFile, Throughput
-from caixa.daemon.policy import ReadySet, Waiting, batch_size
+from caixa.daemon.policy import ReadySet, Waiting
 from caixa.daemon.space import Room
 from caixa.daemon.worker import ray_pool
 from caixa.daemon.worker.pool import Draining, WorkerPool
@@ -272,8 +272,7 @@ class Scheduler:
                 if chosen is not None:
                     # a cluster runs steps side by side on its nodes, not as one batch
                     clustered = isinstance(pool, ray_pool.RayPool)
-                    most = batch_size(self._throughput.pace(chosen.step))
-                    along = [] if clustered else self._ready.take_like(chosen, most - 1)
+                    along = [] if clustered else self._ready.take_like(chosen)
                     serving = Counter([chosen.model] if chosen.model else [])
                     self._serving += serving
             if chosen is None:

@@ -15,7 +15,7 @@ Where each hook runs:
   or an exception per job, in order. An input that fails must fail only its own job (return
   its exception); an exception out of `run_batch` itself makes the worker run each job alone
   with `run`. Its results must equal `run`'s. The accelerator lane batches the jobs that wait
-  for such a step (caixa.daemon.policy.batch_size: about two seconds of its work, 8 to 64);
+  for such a step (caixa.daemon.policy.BATCH at most);
 - and there too, when an accelerator step has it, `preload(params, device, threads, home)`:
   load (through caixa.models) what `run` would load with these params, device and threads.
   The lane calls it while it has nothing to run and a new job will reach the step, so that

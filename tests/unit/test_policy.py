@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from caixa.daemon.policy import ReadySet, Waiting, batch_size
+from caixa.daemon.policy import ReadySet, Waiting
 
 
 def serve(ready: ReadySet) -> tuple[list[Waiting], int]:
@@ -105,21 +105,3 @@ def test_a_model_another_node_holds_waits_for_it_past_the_bound_but_never_for_ev
         ready.add(item)
     taken = [ready.take({"a"}, elsewhere={"b"}) for _ in range(6)]
     assert [t.job_id for t in taken if t] == ["a0", "a1", "a2", "a3", "a4", "b0"]
-
-
-@pytest.mark.parametrize(
-    ("pace", "batches"),
-    [(None, [8, 8, 8, 6]), (0.01, [30]), (0.05, [30]), (0.1, [20, 10]), (1.5, [8, 8, 8, 6])],
-)
-def test_a_batch_holds_the_lane_about_two_seconds_at_the_steps_pace(
-    pace: float | None, batches: list[int]
-) -> None:
-    """30 short notes waiting for e5: with no pace known, 8 at a time; at 0.01-0.05 s a note,
-    all in one batch; at 0.1 s, 20 then 10; a slow step (1.5 s a job) still 8."""
-    ready = ReadySet(bound=4)
-    for i in range(30):
-        ready.add(Waiting(f"note{i}", "e5", batch="index {}", step="index"))
-    taken = []
-    while (first := ready.take({"e5"})) is not None:
-        taken.append(1 + len(ready.take_like(first, batch_size(pace) - 1)))
-    assert taken == batches
