@@ -117,9 +117,11 @@ _serving: ContextVar[str | None] = ContextVar("caixa_model", default=None)
 _lock = threading.Lock()
 
 
-def load(key: str, loader: Callable[[], T]) -> T:
+def load(key: str, loader: Callable[[], T], adds: int | None = None) -> T:
     """The model loaded under `key`, loading it the first time. One load at a time: loads are
-    the memory peaks that a small machine must not stack."""
+    the memory peaks that a small machine must not stack. `adds`: the bytes this key holds
+    beside what its model's size already counts (a second copy of the same weights, for a
+    batch's threads), added to that size when the model was loaded before."""
     with _lock:
         if key not in _loaded:
             _loaded[key] = loader()
@@ -129,6 +131,8 @@ def load(key: str, loader: Callable[[], T]) -> T:
                 now = time.time()
                 size = footprint(owner)
                 _resident[owner] = Resident(owner, [], now, now, size, declared is not None)
+            elif adds and _resident[owner].size is not None:
+                _resident[owner].size += adds
             _resident[owner].keys.append(key)
         _resident[_owner[key]].last_used = time.time()
         return _loaded[key]

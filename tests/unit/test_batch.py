@@ -63,13 +63,17 @@ def test_detect_in_a_batch_finds_each_photos_boxes_as_alone_and_a_bad_one_fails_
     tmp_path: Path,
 ) -> None:
     """On a CPU with two threads, two photos are looked at side by side, each thread with a
-    copy of YOLOv8s of its own; each photo gets the boxes it gets alone."""
+    copy of YOLOv8s of its own, and the model's memory counts both; each photo gets the boxes
+    it gets alone."""
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(ZIDANE.read_bytes()[:30_000])
     photos = [BUS, cut, ZIDANE, BUS]
     jobs = [replace(job_for(p, tmp_path / f"batch{i}"), threads=2) for i, p in enumerate(photos)]
     params = DetectParams()
-    together = DetectStep().run_batch(jobs, params)
+    models.unload()  # what other tests loaded, outside a worker's `serving`
+    with models.serving(params.model):  # as a worker runs it
+        together = DetectStep().run_batch(jobs, params)
+    (held,) = [r for r in models.resident() if r.name == params.model]
     alone = {p: DetectStep().run(job_for(p, tmp_path / p.stem), params) for p in (BUS, ZIDANE)}
 
     assert isinstance(together[1], InputError) and "truncated" in str(together[1])
@@ -85,8 +89,10 @@ def test_detect_in_a_batch_finds_each_photos_boxes_as_alone_and_a_bad_one_fails_
         for box, other in zip(found, expected, strict=True):
             assert box["label"] == other["label"]
             assert box["box"] == pytest.approx(other["box"], abs=1.0)
-    copies = [k for r in models.resident() for k in r.keys if k.startswith("ultralytics:")]
-    assert len(copies) == 2, copies  # the second thread's own copy
+    weights = models.locate(params.model)
+    copies = [k for k in held.keys if k.startswith(f"ultralytics:{weights.resolve()}:")]
+    assert len(copies) == 2, held.keys  # the second thread's own copy
+    assert held.size == 2 * weights.stat().st_size
 
 
 def _report(result: StepResult) -> Path:

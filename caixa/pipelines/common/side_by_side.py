@@ -73,4 +73,9 @@ def each(
     if at_once <= 1:
         return [one(c, j) for c, j in zip(contexts, jobs, strict=True)]
     with ThreadPoolExecutor(at_once) as threads:
-        return list(threads.map(one, contexts, jobs))
+        futures = [threads.submit(one, c, j) for c, j in zip(contexts, jobs, strict=True)]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:  # out of memory: the jobs not started yet never start
+            threads.shutdown(cancel_futures=True)
+            raise

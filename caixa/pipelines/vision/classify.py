@@ -79,7 +79,7 @@ class ClassifyStep(BaseStep):
         after another. A photo that fails, fails alone."""
         packaged = params.model == efficientnet.ARCHITECTURE
         if jobs[0].device == "cpu" or not packaged:
-            most = None if packaged else yolo.copies(models.locate(params.model))
+            most = None if packaged else yolo.copies(params.model)
             run = partial(self.run, params=params)
             return side_by_side.on_cpu(run, jobs, params.threads, most)
         loaded: list[Image.Image | Exception] = []

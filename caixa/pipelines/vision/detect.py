@@ -83,8 +83,9 @@ class DetectStep(BaseStep):
         both, the same boxes (bench/batching.py: torch spreads YOLOv8s well over two threads;
         the photo's decoding and drawing do not spread). On a GPU, or with the rule's own
         `threads`, one after another. A photo that fails, fails alone."""
-        most = yolo.copies(models.locate(params.model))
-        return side_by_side.on_cpu(lambda job: self.run(job, params), jobs, params.threads, most)
+        return side_by_side.on_cpu(
+            lambda job: self.run(job, params), jobs, params.threads, yolo.copies(params.model)
+        )
 
     def run(self, job: StepInput, params: DetectParams) -> StepResult:
         image = load_photo(job.source, job.media_type, self.name, params.max_pixels)

@@ -70,17 +70,19 @@ def load(path: Path, device: str, home: Path, tasks: tuple[str, ...], copy: int 
         model.predict(Image.new("RGB", WARM_UP), device=device, verbose=False)
         return model
 
-    model = models.load(
-        f"ultralytics:{path.resolve()}:{device}" + (f"#{copy}" if copy else ""), loader
-    )
+    key = f"ultralytics:{path.resolve()}:{device}" + (f"#{copy}" if copy else "")
+    model = models.load(key, loader, adds=path.stat().st_size if copy else None)
     _check_task(model, path, tasks)  # loaded before, perhaps by another step
     return model
 
 
-def copies(path: Path) -> int:
-    """How many copies of the model at `path` a batch may hold side by side (about its file's
-    size each)."""
-    return side_by_side.copies(path.stat().st_size)
+def copies(model: str) -> int:
+    """How many copies of a model a batch may hold side by side (about its file's size each);
+    1 when it cannot be found, which each job's own run then says."""
+    try:
+        return side_by_side.copies(models.locate(model).stat().st_size)
+    except (models.ModelNotFoundError, OSError):
+        return 1
 
 
 def _check_task(model: Any, path: Path, tasks: tuple[str, ...]) -> None:
