@@ -105,7 +105,7 @@ def side_by_side(
 ) -> dict[str, Any]:
     """caixa's step on every core: `run` for each input (the model on every thread, as its
     library's own default) against `run_batch` (side by side, a thread each). What each made:
-    transcripts, or the seconds of speech."""
+    objects per label, the top label, transcripts, or the seconds of speech."""
     cores = len(os.sched_getaffinity(0))
 
     def jobs(side: str) -> list[StepInput]:

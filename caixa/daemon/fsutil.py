@@ -237,18 +237,22 @@ def is_inside(path: Path, root: Path) -> bool:
         parts = path.relative_to(root).parts
     except ValueError:
         parts = ("..",)
-    if ".." not in parts:
-        here = root
-        for part in parts:
-            here = here / part
-            try:
-                if not stat.S_ISLNK(os.lstat(here).st_mode):
-                    continue
-            except FileNotFoundError:  # nothing below it exists yet, so no symlink either
-                return True
-            except OSError:
-                pass
-            break
-        else:
-            return True
+    if ".." not in parts and not _may_lead_out(root, parts):
+        return True
     return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+def _may_lead_out(root: Path, parts: tuple[str, ...]) -> bool:
+    """Whether a folder on the way from `root` through `parts` is a symlink, or cannot be
+    looked at (then realpath decides)."""
+    here = root
+    for part in parts:
+        here = here / part
+        try:
+            if stat.S_ISLNK(os.lstat(here).st_mode):
+                return True
+        except FileNotFoundError:  # nothing below it exists yet, so no symlink either
+            return False
+        except OSError:
+            return True
+    return False

@@ -54,7 +54,7 @@ def test_classify_in_a_batch_labels_each_photo_as_alone_and_a_bad_one_fails_alon
             assert p == pytest.approx(q, abs=1e-3)
         result = together[i]
         assert isinstance(result, StepResult)
-        (report,) = [a.path for a in result.artifacts if a.name.endswith(".json")]
+        report = _report(result)
         assert report.parent == jobs[i].workdir  # each job's files in its own folder
         assert json.loads(report.read_text())["image"] == photos[i].name
 
@@ -81,7 +81,7 @@ def test_detect_in_a_batch_finds_each_photos_boxes_as_alone_and_a_bad_one_fails_
         result, single = together[i], alone[photos[i]]
         assert isinstance(result, StepResult), result
         assert result.data["counts"] == single.data["counts"] and result.data["detections"] > 0
-        (report,) = [a.path for a in result.artifacts if a.name.endswith(".json")]
+        report = _report(result)
         assert report.parent == jobs[i].workdir
         found, expected = (
             json.loads(r.read_text())["detections"] for r in (report, _report(single))
