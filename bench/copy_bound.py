@@ -77,12 +77,15 @@ class Jobs:
         self.journal = Journal(path)  # caixa's schema, indexes and triggers
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.durable: bool | None = None
 
     def claim(self, inbox: Path, names: list[str]) -> list[str]:
         return self.journal.begin_claims([Claim("c", "v1", PLAN, inbox, n) for n in names])
 
     def write(self, sql: str, rows: list[tuple[object, ...]], durable: bool = False) -> None:
-        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        if durable != self.durable:  # switched only when it changes, as caixa's journal does
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self.durable = durable
         self.db.execute("BEGIN IMMEDIATE")
         self.db.executemany(sql, rows)
         self.db.execute("COMMIT")
@@ -111,10 +114,11 @@ def run(root: Path, batch: int, syncs: Syncs | None = None) -> float:
         checked = []
         for job, source in zip(ids, sources, strict=True):
             with open_regular(source) as f:
+                size = os.fstat(f.fileno()).st_size
                 media_type = filetypes.of_bytes(f.read(filetypes.SNIFF_BYTES))
                 f.seek(0)
                 sha = hashlib.file_digest(f, "sha256").hexdigest()
-            checked.append((sha, source.stat().st_size, media_type, job))
+            checked.append((sha, size, media_type, job))
         jobs.write(
             "UPDATE jobs SET state = 'queued', sha256 = ?, size = ?, media_type = ? WHERE id = ?",
             checked,
