@@ -69,10 +69,10 @@ def template_fields(
 
 def render(template: str, fields: dict[str, str]) -> str:
     """The template filled in, each folder name made safe: no `..`, no separators smuggled in
-    by a file name, nothing absolute."""
-    parts = [
-        safe_name(part, 120) for part in template.format_map(fields).split("/") if part.strip()
-    ]
+    by a file name, nothing absolute. Only an empty field drops its folder (`{subdir}` of a
+    file at the top); one of blanks or control characters is named `_`, so that a file called
+    `\n` cannot make `{rule}/{stem}` the rule's own folder, which holds every other job's."""
+    parts = [safe_name(part, 120) for part in template.format_map(fields).split("/") if part]
     return "/".join(parts) or "_"
 
 
@@ -101,7 +101,8 @@ def publish(
     if not make_dirs(folder):  # there already: a crash may have left a write cut short
         for stale in folder.glob(".caixa-tmp-*"):  # the folder is ours
             stale.unlink()
-    names = published_names(artifacts)
+    with os.scandir(folder) as entries:
+        names = published_names(artifacts, {e.name for e in entries if e.is_dir()})
     for art, name in zip(artifacts, names, strict=True):
         target = folder / name
         if art.path.exists():
@@ -116,9 +117,12 @@ def publish(
     return names
 
 
-def published_names(artifacts: list[Artifact]) -> list[str]:
-    """Safe, distinct file names for the artifacts, in order; the manifest's name is reserved."""
-    taken = {MANIFEST}
+def published_names(artifacts: list[Artifact], folders: set[str]) -> list[str]:
+    """Safe, distinct file names for the artifacts, in order; the manifest's name is reserved,
+    and so are `folders`: another job's output folder may lie inside this one (a template such
+    as `{rule}/{subdir}` puts a file at the top and one in `sub/` so), and an artifact moved
+    onto it would fail. An artifact already moved is a file, so a second run names it alike."""
+    taken = {MANIFEST, *folders}
     names = []
     for art in artifacts:
         base = safe_name(art.name)

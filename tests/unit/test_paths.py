@@ -58,6 +58,9 @@ def fields(rel: str) -> dict[str, str]:
         ("{rule}/{stem}", "photo.png", "r/photo"),
         ("{type}/{year}/{name}", "photo.png", "image/1970/photo.png"),
         ("{rule}/{subdir}/{stem}", "a/b/photo.png", "r/a/b/photo"),
+        ("{rule}/{subdir}/{stem}", "photo.png", "r/photo"),  # no subfolder, no folder
+        ("{rule}/{stem}", "\n", "r/_"),  # never the rule's folder, which holds the others
+        ("{rule}/{stem}", " \t.txt", "r/_"),
         ("{rule}/{stem}", "..photo.png", "r/photo"),
         ("../../{stem}", "x.png", "_/_/x"),
         ("/abs/{stem}", "x.png", "abs/x"),
@@ -98,6 +101,20 @@ def test_publish_writes_distinct_names_and_the_manifest_last(tmp_path: Path) -> 
     assert sorted(p.name for p in folder.iterdir()) == sorted([*names, "manifest.json"])
     # run again after a "crash": the artifacts are already in place, the result is the same
     assert outputs.publish(folder, tmp_path / "out", arts, {"job": "j"}) == names
+
+
+def test_an_artifact_named_as_a_job_folder_inside_this_one_takes_another_name(
+    tmp_path: Path,
+) -> None:
+    """`{rule}/{subdir}`: a file at the top publishes into `r/`, which holds `r/scans/`."""
+    root = tmp_path / "out"
+    (root / "r" / "scans").mkdir(parents=True)
+    (tmp_path / "scans").write_text("the top file's copy")
+    art = Artifact("scans", tmp_path / "scans")
+    assert outputs.publish(root / "r", root, [art], {"job": "j"}) == ["scans-2"]
+    assert (root / "r" / "scans-2").read_text() == "the top file's copy"
+    assert (root / "r" / "scans").is_dir()
+    assert outputs.publish(root / "r", root, [art], {"job": "j"}) == ["scans-2"]  # resumed
 
 
 def test_atomic_write_leaves_no_temp_file_when_it_fails(tmp_path: Path) -> None:
