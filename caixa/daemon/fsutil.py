@@ -58,7 +58,9 @@ def make_dirs(folder: Path) -> bool:
         try:
             path.mkdir()
             made = path == folder
-        except FileExistsError:  # made meanwhile by another thread
+        except FileExistsError:  # made meanwhile by another thread, unless it is a file
+            if not path.is_dir():
+                raise
             made = False
         fsync_dir(path.parent)
     return made

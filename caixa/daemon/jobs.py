@@ -9,6 +9,7 @@ scheduler's lanes; this module knows nothing about threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -255,7 +256,9 @@ class JobRunner:
         )
         try:
             rendered = outputs.render(job.plan["output"], fields)
-            folder = self.journal.reserve_output(job.id, outputs.output_candidates(root, rendered))
+            folder = self.journal.reserve_output(
+                job.id, functools.partial(outputs.free_folder, root, rendered)
+            )
             artifacts = [a for a in _artifacts(runs) if a.publish]
             names = outputs.publish(root / folder, root, artifacts, self._manifest(job, runs))
         except (OSError, ValueError, KeyError) as exc:

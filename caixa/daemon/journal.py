@@ -23,11 +23,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from caixa.errors import HomeUnusableError
 from caixa.home import Home
@@ -217,6 +217,41 @@ class StepRun:
 
 
 Change = Callable[[sqlite3.Connection], Any]  # a write: runs inside a transaction
+
+
+class Holdings(Protocol):
+    """The output folders jobs hold, as a reservation reads them inside its transaction."""
+
+    def holds(self, folder: str) -> bool:
+        """A job's outputs go to `folder` itself."""
+        ...
+
+    def holds_in(self, folder: str) -> bool:
+        """A job's outputs go to `folder` or to a folder inside it."""
+        ...
+
+
+@dataclass(frozen=True)
+class _HeldFolders:
+    db: sqlite3.Connection
+
+    def holds(self, folder: str) -> bool:
+        return self._any("output_dir = ?", folder)
+
+    def holds_in(self, folder: str) -> bool:
+        # below `folder/` and above `folder0` ('0' follows '/'): the folders inside it, indexed
+        return self._any(
+            "output_dir = ? OR (output_dir > ? AND output_dir < ?)",
+            folder,
+            folder + "/",
+            folder + "0",
+        )
+
+    def _any(self, where: str, *args: str) -> bool:
+        return (
+            self.db.execute(f"SELECT 1 FROM jobs WHERE {where} LIMIT 1", args).fetchone()
+            is not None
+        )
 
 
 @dataclass
@@ -517,25 +552,21 @@ class Journal:
 
     # --- publishing and the end -----------------------------------------------------------
 
-    def reserve_output(self, job_id: str, candidates: Iterator[str]) -> str:
-        """Give the job the first candidate folder no other job holds; keep it across crashes."""
+    def reserve_output(self, job_id: str, choose: Callable[[Holdings], str]) -> str:
+        """Give the job the folder `choose` finds free of the folders other jobs hold, read in
+        the same transaction so that two jobs cannot both take one; keep it across crashes."""
 
         def change(db: sqlite3.Connection) -> str:
             held = db.execute("SELECT output_dir FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
             if held:
                 return held
-            for candidate in candidates:
-                taken = db.execute(
-                    "SELECT 1 FROM jobs WHERE output_dir = ?", (candidate,)
-                ).fetchone()
-                if not taken:
-                    _check_move(db, job_id, State.publishing)
-                    db.execute(
-                        "UPDATE jobs SET output_dir = ?, state = ?, updated_at = ? WHERE id = ?",
-                        (candidate, State.publishing, time.time(), job_id),
-                    )
-                    return candidate
-            raise RuntimeError("no output folder left to reserve")  # candidates are endless
+            _check_move(db, job_id, State.publishing)
+            folder = choose(_HeldFolders(db))
+            db.execute(
+                "UPDATE jobs SET output_dir = ?, state = ?, updated_at = ? WHERE id = ?",
+                (folder, State.publishing, time.time(), job_id),
+            )
+            return folder
 
         return self._write(change, durable=True)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caixa.daemon.fsutil import (
     NAME_MAX,
@@ -26,6 +26,9 @@ from caixa.daemon.fsutil import (
     with_suffix_number,
 )
 from caixa.pipelines.base import STEP_FIELDS, Artifact
+
+if TYPE_CHECKING:
+    from caixa.daemon.journal import Holdings
 
 MANIFEST = "manifest.json"
 ERROR_SUFFIX = ".error.json"
@@ -76,19 +79,29 @@ def render(template: str, fields: dict[str, str]) -> str:
     return "/".join(parts) or "_"
 
 
-def output_candidates(root: Path, rendered: str) -> Iterator[str]:
-    """The rendered folder, then `-2`, `-3`... skipping folders already on disk."""
-    n = 1
-    while True:
-        head, _, last = rendered.rpartition("/")
-        name = f"{last}-{n}" if n > 1 else last
-        candidate = f"{head}/{name}" if head else name
-        folder = root / candidate
-        if not is_inside(folder, root):
-            raise PathEscapeError(f"output folder {candidate!r} would leave {root}")
-        if not os.path.lexists(folder):
-            yield candidate
-        n += 1
+def free_folder(root: Path, rendered: str, jobs: Holdings) -> str:
+    """Where a job's outputs go: the rendered folder, or the first `-2`, `-3`... that is not on
+    disk and that no job holds. One job's folder never lies in another's, nor around one: where
+    a folder above it is a job's (`image/1970`, of a file `1970.png`, above another rule's
+    `{type}/{year}/{name}`), that level is numbered instead (`image/1970-2/photo.png`), so
+    that no job's file or manifest can ever meet another job's folder."""
+    parts = rendered.split("/")
+    for level, base in enumerate(parts):
+        inner = level == len(parts) - 1
+        n = 1
+        while True:
+            parts[level] = f"{base}-{n}" if n > 1 else base
+            candidate = "/".join(parts[: level + 1])
+            if not inner:
+                taken = jobs.holds(candidate)
+            elif not is_inside(root / candidate, root):
+                raise PathEscapeError(f"output folder {candidate!r} would leave {root}")
+            else:
+                taken = os.path.lexists(root / candidate) or jobs.holds_in(candidate)
+            if not taken:
+                break
+            n += 1
+    return "/".join(parts)
 
 
 def publish(
@@ -101,8 +114,7 @@ def publish(
     if not make_dirs(folder):  # there already: a crash may have left a write cut short
         for stale in folder.glob(".caixa-tmp-*"):  # the folder is ours
             stale.unlink()
-    with os.scandir(folder) as entries:
-        names = published_names(artifacts, {e.name for e in entries if e.is_dir()})
+    names = published_names(artifacts)
     for art, name in zip(artifacts, names, strict=True):
         target = folder / name
         if art.path.exists():
@@ -117,12 +129,9 @@ def publish(
     return names
 
 
-def published_names(artifacts: list[Artifact], folders: set[str]) -> list[str]:
-    """Safe, distinct file names for the artifacts, in order; the manifest's name is reserved,
-    and so are `folders`: another job's output folder may lie inside this one (a template such
-    as `{rule}/{subdir}` puts a file at the top and one in `sub/` so), and an artifact moved
-    onto it would fail. An artifact already moved is a file, so a second run names it alike."""
-    taken = {MANIFEST, *folders}
+def published_names(artifacts: list[Artifact]) -> list[str]:
+    """Safe, distinct file names for the artifacts, in order; the manifest's name is reserved."""
+    taken = {MANIFEST}
     names = []
     for art in artifacts:
         base = safe_name(art.name)

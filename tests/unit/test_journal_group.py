@@ -32,7 +32,7 @@ def test_changes_waiting_together_share_one_commit_and_a_bad_one_fails_alone(
 
     def publish_unadmitted() -> None:
         try:
-            journal.reserve_output(bad, iter(["out"]))
+            journal.reserve_output(bad, lambda _: "out")
         except TransitionError as exc:
             outcomes[bad] = exc
 
@@ -64,7 +64,7 @@ def test_jobs_going_their_way_on_many_threads_all_end_done_and_counted(tmp_path:
         journal.admit(job_id, sha256=f"{n:064x}", size=1, media_type="text/plain")
         journal.start_step(job_id, 0, "copy")
         journal.finish_step(job_id, 0, {"artifacts": []})
-        journal.reserve_output(job_id, iter([f"out-{n}"]))
+        journal.reserve_output(job_id, lambda _: f"out-{n}")
         journal.settle(job_id, State.done, final_path=tmp_path / "processed" / f"{n}.txt")
         journal.finish(job_id, State.done)
 

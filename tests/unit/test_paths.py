@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from caixa.daemon.fsutil import (
     atomic_write_bytes,
     fit,
     is_inside,
+    make_dirs,
     safe_name,
     with_suffix_number,
 )
+from caixa.daemon.journal import Claim, Journal
 from caixa.pipelines.base import Artifact
 
 
@@ -70,19 +73,58 @@ def test_templates_render_inside_the_root(template: str, rel: str, rendered: str
     assert outputs.render(template, fields(rel)) == rendered
 
 
-def test_output_folders_skip_what_exists(tmp_path: Path) -> None:
-    (tmp_path / "r" / "x").mkdir(parents=True)
-    (tmp_path / "r" / "x-2").mkdir()
-    candidates = outputs.output_candidates(tmp_path, "r/x")
-    assert [next(candidates), next(candidates)] == ["r/x-3", "r/x-4"]
+def _reserving(tmp_path: Path, n: int) -> tuple[Journal, list[str]]:
+    """A real journal with `n` jobs whose steps are done, each ready to reserve its folder."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    plan = {"steps": [{"name": "copy", "params": {}}], "output": "x", "on_success": "archive"}
+    claims = [Claim("r", "v1", plan, tmp_path / "in", f"{i}.txt") for i in range(n)]
+    ids = journal.begin_claims(claims)
+    for i, job_id in enumerate(ids):
+        journal.admit(job_id, sha256=f"{i:064x}", size=1, media_type="text/plain")
+        journal.start_step(job_id, 0, "copy")
+        journal.finish_step(job_id, 0, {"artifacts": []})
+    return journal, ids
+
+
+def test_output_folders_skip_what_exists_and_what_jobs_hold(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    (root / "r" / "x").mkdir(parents=True)
+    (root / "r" / "x-2").mkdir()
+    journal, ids = _reserving(tmp_path, 2)
+    first, second = (
+        journal.reserve_output(job_id, functools.partial(outputs.free_folder, root, "r/x"))
+        for job_id in ids
+    )
+    assert (first, second) == ("r/x-3", "r/x-4")  # -3 is held, though not made yet
+    assert journal.reserve_output(ids[0], lambda _: "elsewhere") == "r/x-3"  # kept
+
+
+def test_one_jobs_folder_never_lies_in_another_jobs_nor_around_it(tmp_path: Path) -> None:
+    """`image/1970` of a file `1970.png` (`{rule}/{stem}`) and another rule's
+    `{type}/{year}/{name}`: in whichever order they come, neither holds the other."""
+    root = tmp_path / "out"
+    root.mkdir()
+    journal, ids = _reserving(tmp_path, 4)
+
+    def reserve(job_id: str, rendered: str) -> str:
+        return journal.reserve_output(
+            job_id, functools.partial(outputs.free_folder, root, rendered)
+        )
+
+    assert reserve(ids[0], "image/1970") == "image/1970"
+    assert reserve(ids[1], "image/1970/photo.png") == "image/1970-2/photo.png"
+    assert reserve(ids[2], "image/1970-2") == "image/1970-2-2"  # not around a job's
+    assert reserve(ids[3], "image/1970-2/other.png") == "image/1970-2/other.png"  # beside it
 
 
 def test_a_symlinked_output_folder_cannot_lead_outside(tmp_path: Path) -> None:
     root = tmp_path / "outputs"
     root.mkdir()
     (root / "r").symlink_to(tmp_path)
+    journal, (job_id,) = _reserving(tmp_path, 1)
     with pytest.raises(outputs.PathEscapeError):
-        next(outputs.output_candidates(root, "r/x"))
+        journal.reserve_output(job_id, functools.partial(outputs.free_folder, root, "r/x"))
+    assert journal.get(job_id).output_dir is None
 
 
 def test_publish_writes_distinct_names_and_the_manifest_last(tmp_path: Path) -> None:
@@ -103,18 +145,12 @@ def test_publish_writes_distinct_names_and_the_manifest_last(tmp_path: Path) -> 
     assert outputs.publish(folder, tmp_path / "out", arts, {"job": "j"}) == names
 
 
-def test_an_artifact_named_as_a_job_folder_inside_this_one_takes_another_name(
-    tmp_path: Path,
-) -> None:
-    """`{rule}/{subdir}`: a file at the top publishes into `r/`, which holds `r/scans/`."""
-    root = tmp_path / "out"
-    (root / "r" / "scans").mkdir(parents=True)
-    (tmp_path / "scans").write_text("the top file's copy")
-    art = Artifact("scans", tmp_path / "scans")
-    assert outputs.publish(root / "r", root, [art], {"job": "j"}) == ["scans-2"]
-    assert (root / "r" / "scans-2").read_text() == "the top file's copy"
-    assert (root / "r" / "scans").is_dir()
-    assert outputs.publish(root / "r", root, [art], {"job": "j"}) == ["scans-2"]  # resumed
+def test_a_file_where_a_folder_goes_is_an_error_not_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "r").write_text("a user's file")
+    with pytest.raises((FileExistsError, NotADirectoryError)):
+        make_dirs(tmp_path / "r")
+    with pytest.raises((FileExistsError, NotADirectoryError)):
+        make_dirs(tmp_path / "r" / "x")
 
 
 def test_atomic_write_leaves_no_temp_file_when_it_fails(tmp_path: Path) -> None:
