@@ -231,6 +231,44 @@ def test_random_bytes_as_file_names_are_each_taken_or_refused(
     assert len(list((world.processed / "docs").rglob("*"))) == len(taken)
 
 
+def test_two_rules_whose_templates_would_nest_jobs_keep_each_in_a_folder_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """`{rule}/{stem}` of `1970.txt` is `image/1970`; another rule's `image/{subdir}/{stem}` of
+    `1970/photo.txt` lies inside it. Run at once, in whichever order, every job is done, no
+    job's folder holds another's, and each manifest lists what its folder has."""
+    world = World(tmp_path)
+    world.write_rules(
+        """
+rules:
+  - name: image
+    inbox: years
+    steps: [copy]
+  - name: photos
+    inbox: albums
+    recursive: true
+    output: "image/{subdir}/{stem}"
+    steps: [copy]
+"""
+    )
+    years, albums = world.inbox("years"), world.inbox("albums")
+    for year in range(1970, 1976):
+        (years / f"{year}.txt").write_text(f"the year {year}\n")
+        (years / f"{year}-2.txt").write_text(f"the year {year}, again\n")
+        for name in ("photo", "manifest"):
+            (albums / str(year)).mkdir(exist_ok=True)
+            (albums / str(year) / f"{name}.txt").write_text(f"{name} of {year}\n")
+    done = world.run_once()
+    assert "caixa: 24 done, 0 duplicates, 0 failed" in done.stderr
+    folders = [r["output_dir"] for r in world.query("SELECT output_dir FROM jobs")]
+    assert len(set(folders)) == 24
+    for folder in folders:
+        assert not [f for f in folders if f.startswith(folder + "/")], folder
+        manifest = json.loads((world.outputs / folder / "manifest.json").read_text())
+        kept = sorted(p.name for p in (world.outputs / folder).iterdir() if p.is_file())
+        assert kept == sorted([*manifest["outputs"], "manifest.json"])
+
+
 def test_a_5_mib_one_line_text_is_refused_by_its_limit_and_a_normal_one_goes_on(
     world: World,
 ) -> None:
