@@ -12,6 +12,7 @@ from typing import TextIO
 
 _lock = threading.Lock()
 _dropped = 0
+_cut: set[int] = set()  # descriptors whose last record a failed write cut short
 
 
 def dropped() -> int:
@@ -28,20 +29,30 @@ def count_drop() -> None:
 def write(file: TextIO, line: str) -> bool:
     """Write one line with one write(2) straight to the file's descriptor, so no buffer keeps
     half a record after a failed write and processes sharing a stderr do not interleave inside
-    a line. False, and counted, when it could not be written."""
-    data = (line + "\n").encode("utf-8", "replace")
+    a line. A record that a full disk cut short is ended by the next one written, so that each
+    whole record still has a line of its own. False, and counted, when it could not be
+    written."""
     try:
         fd = file.fileno()
     except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture)
         fd = None
-    try:
-        if fd is None:
+    if fd is None:
+        try:
             file.write(line + "\n")
             file.flush()
-            return True
+        except (OSError, ValueError):  # a closed file
+            count_drop()
+            return False
+        return True
+    whole = (b"\n" if fd in _cut else b"") + (line + "\n").encode("utf-8", "replace")
+    data = whole
+    try:
         while data:
             data = data[os.write(fd, data) :]
-    except (OSError, ValueError):  # ENOSPC, EPIPE, EIO, a closed file
+    except OSError:  # ENOSPC, EPIPE, EIO, a closed descriptor
+        if len(data) < len(whole):
+            _cut.add(fd)
         count_drop()
         return False
+    _cut.discard(fd)
     return True

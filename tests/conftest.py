@@ -126,7 +126,8 @@ class World:
     def logs(self) -> list[dict[str, Any]]:
         """Every JSON record the daemon and its workers wrote. They share one stderr, and now
         and then two records land on one line (seen under load), so a line is read record by
-        record rather than as exactly one."""
+        record rather than as exactly one. A record a full disk cut short ends its line (the
+        log sink begins the next on a line of its own) and is not one."""
         records = []
         decoder = json.JSONDecoder()
         for path in sorted(self.home.glob("daemon-*.log")):
@@ -134,7 +135,12 @@ class World:
             for line in path.read_text(errors="replace").split("\n")[:-1]:
                 at = 0
                 while line.startswith("{", at):
-                    record, at = decoder.raw_decode(line, at)
+                    try:
+                        record, at = decoder.raw_decode(line, at)
+                    except json.JSONDecodeError:
+                        if line.endswith("}"):  # whole, and still not JSON: the daemon's fault
+                            raise
+                        break
                     records.append(record)
         return records
 

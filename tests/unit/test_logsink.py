@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -30,6 +32,32 @@ def test_a_full_disk_a_closed_pipe_and_a_closed_file_drop_and_count() -> None:
     assert logsink.dropped() == before + 3
     out = io.StringIO()
     assert logsink.write(out, "fine") is True and out.getvalue() == "fine\n"
+
+
+CUT_SHORT = """
+import resource, signal, sys
+from caixa import logsink
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write(2) says EFBIG instead
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+with open(sys.argv[1], "w") as log:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (30, hard))  # the disk fills inside the 2nd
+    print(logsink.write(log, '{"event": "first"}'), logsink.write(log, '{"event": "second"}'))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+    print(logsink.write(log, '{"event": "third"}'), logsink.write(log, '{"event": "fourth"}'))
+"""
+
+
+def test_a_record_cut_short_by_a_full_disk_leaves_the_next_on_a_line_of_its_own(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "daemon.log"
+    ran = subprocess.run(
+        [sys.executable, "-c", CUT_SHORT, str(log)], capture_output=True, text=True, check=True
+    )
+    assert ran.stdout.split() == ["True", "False", "True", "True"]
+    lines = log.read_text().split("\n")
+    assert lines == ['{"event": "first"}', '{"event": "', '{"event": "third"}',
+                     '{"event": "fourth"}', ""]  # fmt: skip
 
 
 def test_structlog_on_a_full_disk_and_journald_gone_never_raises(tmp_path: Path) -> None:
