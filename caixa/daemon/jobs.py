@@ -27,6 +27,7 @@ from caixa.daemon.fsutil import durable_move, free_name
 from caixa.daemon.journal import TERMINAL, Job, Journal, State, StepRun
 from caixa.daemon.policy import Waiting
 from caixa.daemon.workarea import NotRegularError, WorkArea
+from caixa.daemon.worker.pool import Draining
 from caixa.daemon.worker.protocol import Failure, Preload, Reply, Task
 from caixa.errors import InputError, NoRoomError, StepError
 from caixa.home import Home
@@ -202,7 +203,11 @@ class JobRunner:
                 )
                 self.journal.start_step(job.id, idx, name)
                 started = time.monotonic()
-                done = run(task)
+                try:
+                    done = run(task)
+                except Draining:  # no worker took it: the journal says no step started
+                    self.journal.unstart_step(job.id, idx)
+                    raise
                 seconds = time.monotonic() - started
             except Exception as exc:
                 _wait_for_room(exc)
