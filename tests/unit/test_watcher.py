@@ -50,10 +50,11 @@ def test_a_file_seen_by_a_scan_waits_for_the_settle_time(watcher, tmp_path: Path
     path.write_text("a")
     (tmp_path / "in" / "sub" / "nested.txt").write_text("not recursive")
     w.scan()
-    now = time.monotonic()
-    assert w.due(now) == []  # first look: it was written just now
-    assert w.due(now + 0.5) == []
-    assert w.due(now + 1.0) == [path]
+    # the write on the scan's clock: however long the scan took, the settle time counts from it
+    written = time.monotonic() - (time.time() - path.stat().st_ctime)
+    assert w.due(written) == []
+    assert w.due(written + 0.5) == []
+    assert w.due(written + 1.05) == [path]  # settle_seconds=1.0, and a clock's jitter
     assert w.pending() == 0
 
 
