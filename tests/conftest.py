@@ -126,8 +126,9 @@ class World:
     def logs(self) -> list[dict[str, Any]]:
         """Every JSON record the daemon and its workers wrote. They share one stderr, and now
         and then two records land on one line (seen under load), so a line is read record by
-        record rather than as exactly one. A record a full disk cut short ends its line (the
-        log sink begins the next on a line of its own) and is not one."""
+        record rather than as exactly one. A record a full disk cut short is not one: the log
+        sink begins the next on a line of its own, unless another process wrote it, and then
+        the next begins at the fragment's first `{"` that decodes."""
         records = []
         decoder = json.JSONDecoder()
         for path in sorted(self.home.glob("daemon-*.log")):
@@ -138,9 +139,10 @@ class World:
                     try:
                         record, at = decoder.raw_decode(line, at)
                     except json.JSONDecodeError:
-                        if line.endswith("}"):  # whole, and still not JSON: the daemon's fault
-                            raise
-                        break
+                        at = line.find('{"', at + 1)
+                        if at < 0:
+                            break
+                        continue
                     records.append(record)
         return records
 

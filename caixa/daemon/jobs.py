@@ -206,7 +206,10 @@ class JobRunner:
                 try:
                     done = run(task)
                 except Draining:  # no worker took it: the journal says no step started
-                    self.journal.unstart_step(job.id, idx)
+                    try:
+                        self.journal.unstart_step(job.id, idx)
+                    except Exception as exc:  # left started, it resumes as after a crash
+                        logger.warning("could not take back a step's start", error=str(exc))
                     raise
                 seconds = time.monotonic() - started
             except Exception as exc:

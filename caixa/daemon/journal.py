@@ -511,17 +511,18 @@ class Journal:
         self._write(change)
 
     def unstart_step(self, job_id: str, idx: int) -> None:
-        """Take back a start that no worker took up (the daemon stops): the job stays where it
-        is, to run the step at the next start, and nothing says a step began."""
+        """Take back a start that no worker took up (the daemon stops): the job waits again
+        for the step, to run it at the next start, and nothing says a step began."""
 
         def change(db: sqlite3.Connection) -> None:
+            _check_move(db, job_id, State.queued)
             db.execute(
                 "DELETE FROM step_runs WHERE job_id = ? AND idx = ? AND finished_at IS NULL",
                 (job_id, idx),
             )
             db.execute(
-                "UPDATE jobs SET running_step = NULL, updated_at = ? WHERE id = ?",
-                (time.time(), job_id),
+                "UPDATE jobs SET state = ?, running_step = NULL, updated_at = ? WHERE id = ?",
+                (State.queued, time.time(), job_id),
             )
 
         self._write(change)

@@ -92,8 +92,8 @@ def free_folder(root: Path, rendered: str, jobs: Holdings) -> str:
         while True:
             parts[level] = f"{base}-{n}" if n > 1 else base
             candidate = "/".join(parts[: level + 1])
-            if not inner:
-                taken = jobs.holds(candidate)
+            if not inner:  # a level above: not another job's folder, nor a file
+                taken = jobs.holds(candidate) or _is_file(root / candidate)
             elif not is_inside(root / candidate, root):
                 raise PathEscapeError(f"output folder {candidate!r} would leave {root}")
             else:
@@ -102,6 +102,10 @@ def free_folder(root: Path, rendered: str, jobs: Holdings) -> str:
                 break
             n += 1
     return "/".join(parts)
+
+
+def _is_file(path: Path) -> bool:
+    return os.path.lexists(path) and not path.is_dir()
 
 
 def publish(

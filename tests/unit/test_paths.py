@@ -117,6 +117,15 @@ def test_one_jobs_folder_never_lies_in_another_jobs_nor_around_it(tmp_path: Path
     assert reserve(ids[3], "image/1970-2/other.png") == "image/1970-2/other.png"  # beside it
 
 
+def test_a_file_where_a_folder_above_goes_numbers_that_folder(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    root.mkdir()
+    (root / "r").write_text("a file the user left in the outputs")
+    journal, (job_id,) = _reserving(tmp_path, 1)
+    chosen = journal.reserve_output(job_id, functools.partial(outputs.free_folder, root, "r/x"))
+    assert chosen == "r-2/x"
+
+
 def test_a_symlinked_output_folder_cannot_lead_outside(tmp_path: Path) -> None:
     root = tmp_path / "outputs"
     root.mkdir()
