@@ -86,15 +86,17 @@ def _reserving(tmp_path: Path, n: int) -> tuple[Journal, list[str]]:
     return journal, ids
 
 
+def _reserve(journal: Journal, job_id: str, root: Path, rendered: str) -> str:
+    """The folder the daemon's publish would reserve for `rendered` under `root`."""
+    return journal.reserve_output(job_id, functools.partial(outputs.free_folder, root, rendered))
+
+
 def test_output_folders_skip_what_exists_and_what_jobs_hold(tmp_path: Path) -> None:
     root = tmp_path / "out"
     (root / "r" / "x").mkdir(parents=True)
     (root / "r" / "x-2").mkdir()
     journal, ids = _reserving(tmp_path, 2)
-    first, second = (
-        journal.reserve_output(job_id, functools.partial(outputs.free_folder, root, "r/x"))
-        for job_id in ids
-    )
+    first, second = (_reserve(journal, job_id, root, "r/x") for job_id in ids)
     assert (first, second) == ("r/x-3", "r/x-4")  # -3 is held, though not made yet
     assert journal.reserve_output(ids[0], lambda _: "elsewhere") == "r/x-3"  # kept
 
@@ -105,16 +107,12 @@ def test_one_jobs_folder_never_lies_in_another_jobs_nor_around_it(tmp_path: Path
     root = tmp_path / "out"
     root.mkdir()
     journal, ids = _reserving(tmp_path, 4)
-
-    def reserve(job_id: str, rendered: str) -> str:
-        return journal.reserve_output(
-            job_id, functools.partial(outputs.free_folder, root, rendered)
-        )
-
-    assert reserve(ids[0], "image/1970") == "image/1970"
-    assert reserve(ids[1], "image/1970/photo.png") == "image/1970-2/photo.png"
-    assert reserve(ids[2], "image/1970-2") == "image/1970-2-2"  # not around a job's
-    assert reserve(ids[3], "image/1970-2/other.png") == "image/1970-2/other.png"  # beside it
+    assert _reserve(journal, ids[0], root, "image/1970") == "image/1970"
+    assert _reserve(journal, ids[1], root, "image/1970/photo.png") == "image/1970-2/photo.png"
+    assert _reserve(journal, ids[2], root, "image/1970-2") == "image/1970-2-2"  # not around
+    assert (  # beside a job's folder, not in one
+        _reserve(journal, ids[3], root, "image/1970-2/other.png") == "image/1970-2/other.png"
+    )
 
 
 def test_a_file_where_a_folder_above_goes_numbers_that_folder(tmp_path: Path) -> None:
@@ -122,8 +120,7 @@ def test_a_file_where_a_folder_above_goes_numbers_that_folder(tmp_path: Path) ->
     root.mkdir()
     (root / "r").write_text("a file the user left in the outputs")
     journal, (job_id,) = _reserving(tmp_path, 1)
-    chosen = journal.reserve_output(job_id, functools.partial(outputs.free_folder, root, "r/x"))
-    assert chosen == "r-2/x"
+    assert _reserve(journal, job_id, root, "r/x") == "r-2/x"
 
 
 def test_a_symlinked_output_folder_cannot_lead_outside(tmp_path: Path) -> None:
@@ -132,7 +129,7 @@ def test_a_symlinked_output_folder_cannot_lead_outside(tmp_path: Path) -> None:
     (root / "r").symlink_to(tmp_path)
     journal, (job_id,) = _reserving(tmp_path, 1)
     with pytest.raises(outputs.PathEscapeError):
-        journal.reserve_output(job_id, functools.partial(outputs.free_folder, root, "r/x"))
+        _reserve(journal, job_id, root, "r/x")
     assert journal.get(job_id).output_dir is None
 
 
